@@ -1,0 +1,80 @@
+"""Content-derived ids: the same program, example, rollout index and teacher always name the same
+rollout, so a run can be resumed and two runs compared (the idea of curator's run cache).
+
+All hashes are SHA-256 over canonical JSON (sorted keys, no whitespace), hex-encoded and cut to
+the lengths below: 16 hex digits (64 bits) for examples and programs, 32 (128 bits) for rollouts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Mapping
+
+import dspy
+
+__all__ = ["canonical_json", "example_id", "program_hash", "rollout_id"]
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces; values JSON cannot encode fall back to ``str``."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _digest(value: Any, length: int) -> str:
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()[:length]
+
+
+def example_id(example: Mapping[str, Any], id_field: str | None = None) -> str:
+    """The id of an example: its ``id_field`` value when it has one, else a hash of all its fields.
+
+    Args:
+        example: the example's fields (inputs and any labels).
+        id_field: name of an id column; ignored when None or absent from ``example``.
+
+    Returns:
+        The id column's value as a string, or 16 hex digits of SHA-256 of the canonical JSON.
+    """
+    if id_field and example.get(id_field) is not None:
+        return str(example[id_field])
+    return _digest(dict(example), 16)
+
+
+def program_hash(program: dspy.Module, adapter: dspy.Adapter | None = None) -> str:
+    """A hash of what the program sends: each predictor's name, signature, instructions and demos,
+    and the adapter that formats them. Changing any of these changes every rollout id.
+
+    Returns:
+        16 hex digits.
+    """
+    parts = []
+    for name, predictor in program.named_predictors():
+        signature = predictor.signature
+        parts.append(
+            {
+                "name": name,
+                "signature": signature.signature,
+                "instructions": signature.instructions,
+                "types": {k: str(v.annotation) for k, v in signature.fields.items()},
+                "demos": [dict(d) for d in predictor.demos],
+            }
+        )
+    return _digest({"predictors": parts, "adapter": type(adapter).__name__ if adapter else None}, 16)
+
+
+def rollout_id(
+    program_hash: str, example_id: str, rollout_index: int, teacher: str, sampling: Mapping[str, Any]
+) -> str:
+    """The deterministic id of one rollout (DESIGN.md, "The rollout row").
+
+    Args:
+        program_hash: from `program_hash`.
+        example_id: from `example_id`.
+        rollout_index: 0 … n-1.
+        teacher: the teacher's model name.
+        sampling: the sampling parameters sent with every call (temperature, max_tokens, ...).
+
+    Returns:
+        32 hex digits.
+    """
+    return _digest([program_hash, example_id, rollout_index, teacher, dict(sampling)], 32)

@@ -1,0 +1,255 @@
+"""The rollout code path: one program × one example × one rollout index → one `RolloutRecord`.
+
+Everything that runs rollouts goes through `RolloutRunner`: `raydspy.Collect` in one process
+(threads), the Ray Data pipeline's Collect actors (threads inside each actor), and the service.
+So a rollout means the same thing, and has the same row, whoever ran it.
+
+Per rollout the runner:
+1. calls a private copy of the teacher LM, ``lm.copy(rollout_id=i, **sampling)``: with DSPy's
+   cache on, each rollout index is its own cache key, so n rollouts are n real samples (and a
+   re-run of the same rollout is a cache hit, not a second bill);
+2. installs a `TraceRecorder` for this rollout alone (``dspy.context`` is thread-local);
+3. runs the program; an exception (a parse failure, an HTTP error, a bug in the program) becomes
+   the row's ``error`` and the run goes on;
+4. scores the outputs with the `RewardSet`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import dspy
+
+from raydspy.dry_run import DryRunHalt, DryRunLM, dry_run_program
+from raydspy.errors import ConfigError, InputError
+from raydspy.identity import example_id, program_hash, rollout_id
+from raydspy.rewards import RewardSet
+from raydspy.rollouts import RolloutRecord
+from raydspy.tracing import TraceRecorder, describe_error, predictor_names
+
+__all__ = ["RolloutRunner", "RolloutResult", "program_input_fields", "check_examples"]
+
+logger = logging.getLogger(__name__)
+
+
+def program_input_fields(program: dspy.Module) -> list[str]:
+    """The input field names ``program(**inputs)`` takes.
+
+    Looked up, in order: an ``input_fields`` attribute the program declares; its ``signature``
+    (Predict, ReAct, ...); the named parameters of its ``forward``; its first predictor's signature.
+
+    Raises:
+        ConfigError: none of these names any field.
+    """
+    declared = getattr(program, "input_fields", None)
+    if isinstance(declared, (list, tuple)) and declared:
+        return list(declared)
+    signature = getattr(program, "signature", None)
+    if signature is not None and getattr(signature, "input_fields", None):
+        return list(signature.input_fields)
+    params = [
+        p.name
+        # Looked up on the class: reading `program.forward` makes DSPy warn about direct calls.
+        for p in list(inspect.signature(type(program).forward).parameters.values())[1:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    if params:
+        return params
+    predictors = program.predictors()
+    if predictors:
+        return list(predictors[0].signature.input_fields)
+    raise ConfigError(
+        f"cannot tell the input fields of {type(program).__name__}: give it an `input_fields` "
+        "attribute, named parameters on forward(), or a predictor"
+    )
+
+
+def check_examples(examples: Sequence[Mapping[str, Any]], fields: Sequence[str], *, where: str = "<memory>") -> None:
+    """Raise before any LM call when ``examples`` cannot feed a program taking ``fields``.
+
+    Raises:
+        InputError: no examples, or fields missing (names the fields and the first offending rows).
+    """
+    if not examples:
+        raise InputError(f"no examples in {where}", uri=where)
+    bad = [(i, [f for f in fields if f not in ex]) for i, ex in enumerate(examples)]
+    bad = [(i, missing) for i, missing in bad if missing]
+    if bad:
+        missing = sorted({f for _, m in bad for f in m})
+        first = ", ".join(f"row {i} lacks {m}" for i, m in bad[:5])
+        raise InputError(
+            f"{len(bad)} of {len(examples)} examples in {where} lack the program's input field(s) "
+            f"{missing} (the program takes {list(fields)}): {first}",
+            uri=where,
+            missing=missing,
+        )
+
+
+@dataclass
+class RolloutResult:
+    """A rollout's row and, for in-process callers, the prediction itself (None if it failed)."""
+
+    record: RolloutRecord
+    prediction: dspy.Prediction | None
+
+
+class RolloutRunner:
+    """Runs rollouts of one program against one LM.
+
+    Args:
+        program: the DSPy program (any ``dspy.Module``).
+        lm: the teacher; None means the LM configured in DSPy (``dspy.configure`` / ``dspy.context``)
+            when the rollouts run.
+        adapter: the adapter for every predictor; None keeps DSPy's configured one (ChatAdapter).
+        rewards: a `RewardSet`, one reward function, or ``{name: function}``.
+        sampling: request parameters for every LM call (``temperature``, ``max_tokens``, ...);
+            part of each rollout id.
+        id_field: the examples' id column, if any (else ids hash the example's content).
+        dry_run: format prompts only; never call an LM (see `raydspy.dry_run`).
+
+    Raises:
+        ConfigError: the program's input fields cannot be determined.
+    """
+
+    def __init__(
+        self,
+        program: dspy.Module,
+        *,
+        lm: dspy.BaseLM | None = None,
+        adapter: dspy.Adapter | None = None,
+        rewards: RewardSet | Callable | Mapping[str, Callable] | None = None,
+        sampling: Mapping[str, Any] | None = None,
+        id_field: str | None = None,
+        dry_run: bool = False,
+    ):
+        self.program = program
+        self.lm = lm
+        self.adapter = adapter
+        self.rewards = rewards if isinstance(rewards, RewardSet) else RewardSet(rewards)
+        self.sampling = dict(sampling or {})
+        self.id_field = id_field
+        self.dry_run = dry_run
+        self.input_fields = program_input_fields(program)
+        self.program_hash = program_hash(program, adapter)
+        if dry_run:
+            self._dry_lm = DryRunLM()
+            self._program = dry_run_program(program, self._dry_lm)
+        else:
+            self._program = program
+        self._names = predictor_names(self._program)
+        self._warned = threading.Event()
+
+    # -- one rollout -----------------------------------------------------------------------
+
+    def run(self, example: Mapping[str, Any], rollout_index: int, *, example_id_: str | None = None) -> RolloutResult:
+        """Run rollout ``rollout_index`` of ``example``; never raises for a failed rollout."""
+        example = dict(example)
+        ex_id = example_id_ or example_id(example, self.id_field)
+        lm = self._rollout_lm(rollout_index)
+        recorder = TraceRecorder(self._names)
+        overrides: dict[str, Any] = {"lm": lm, "callbacks": [*dspy.settings.get("callbacks", []), recorder]}
+        if self.adapter is not None:
+            overrides["adapter"] = self.adapter
+        prediction, outputs, error = None, None, None
+        try:
+            with dspy.context(**overrides):
+                prediction = self._program(**{f: example[f] for f in self.input_fields})
+            outputs = dict(prediction.items())
+        except DryRunHalt:
+            pass
+        except Exception as e:  # noqa: BLE001 - a failed rollout is a row, not a crashed run
+            error = describe_error(e)
+        scored = self.rewards.score(example, outputs, recorder.calls) if not self.dry_run else None
+        record = RolloutRecord(
+            rollout_id=rollout_id(self.program_hash, ex_id, rollout_index, self.teacher, self.sampling),
+            example_id=ex_id,
+            rollout_index=rollout_index,
+            inputs=example,
+            outputs=outputs,
+            trace=recorder.calls,
+            reward=scored.reward if scored else None,
+            rewards=scored.rewards if scored else {},
+            error=error or (scored.error if scored else None),
+            dry_run=self.dry_run,
+            program_hash=self.program_hash,
+            teacher=self.teacher,
+        )
+        return RolloutResult(record, prediction if error is None else None)
+
+    @property
+    def teacher(self) -> str:
+        if self.dry_run:
+            return "dry-run"
+        lm = self.lm or dspy.settings.lm
+        return getattr(lm, "model", None) or "unknown"
+
+    def _rollout_lm(self, rollout_index: int) -> dspy.BaseLM:
+        if self.dry_run:
+            return self._dry_lm
+        base = self.lm or dspy.settings.lm
+        if base is None:
+            raise ConfigError("no LM: pass `lm=` or call dspy.configure(lm=...) before collecting")
+        return base.copy(rollout_id=rollout_index, **self.sampling)
+
+    # -- many rollouts ---------------------------------------------------------------------
+
+    def run_many(
+        self,
+        examples: Sequence[Mapping[str, Any]],
+        n: int,
+        *,
+        num_threads: int,
+        on_result: Callable[[RolloutResult], None] | None = None,
+    ) -> list[RolloutResult]:
+        """Run ``n`` rollouts of each example on ``num_threads`` threads.
+
+        Returns:
+            ``len(examples) * n`` results, example-major: all rollouts of example 0 (index
+            0 … n-1), then example 1, ... whatever order they finished in.
+
+        Raises:
+            InputError: an example lacks a field the program takes (before any LM call).
+            ConfigError: ``n`` or ``num_threads`` is below 1, or no LM is configured.
+        """
+        if n < 1 or num_threads < 1:
+            raise ConfigError(f"n and num_threads must be >= 1, got n={n}, num_threads={num_threads}")
+        check_examples(examples, self.input_fields)
+        if not self.dry_run:
+            self._rollout_lm(0)  # fail now, not once per rollout, when no LM is configured
+            self._warn_identical_samples(n)
+        ids = [example_id(ex, self.id_field) for ex in examples]
+        jobs = [(ex, ex_id, i) for ex, ex_id in zip(examples, ids) for i in range(n)]
+
+        def work(job: tuple[Mapping[str, Any], str, int]) -> RolloutResult:
+            result = self.run(job[0], job[2], example_id_=job[1])
+            if on_result is not None:
+                on_result(result)
+            return result
+
+        if num_threads == 1:
+            return [work(job) for job in jobs]
+        # Each task runs in a copy of the caller's context, so `dspy.context(...)` set around the
+        # call (an LM, an adapter, callbacks) reaches the worker threads, as in dspy.Parallel.
+        with ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="rollout") as pool:
+            futures = [pool.submit(contextvars.copy_context().run, work, job) for job in jobs]
+            return [f.result() for f in futures]
+
+    def _warn_identical_samples(self, n: int) -> None:
+        if n <= 1 or self._warned.is_set():
+            return
+        lm = self.lm or dspy.settings.lm
+        temperature = self.sampling.get("temperature", getattr(lm, "kwargs", {}).get("temperature"))
+        if temperature == 0:
+            self._warned.set()
+            logger.warning(
+                "n=%d rollouts per example at temperature 0: the samples will be identical "
+                "(greedy decoding). Set temperature > 0 for distinct samples.",
+                n,
+            )
+

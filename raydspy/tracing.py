@@ -1,0 +1,156 @@
+"""The trace of one rollout: every LM call it made, in order, with who made it and what came back.
+
+A `TraceRecorder` is a DSPy callback installed for one rollout only (through ``dspy.context``,
+which is thread-local), so calls made by other rollouts' threads can never land in its trace.
+It sees, per LM call: the predictor that made it (the innermost ``dspy.Predict`` running), the
+messages the adapter formatted, the raw completion, the adapter's parse of it (or the parse
+error), token usage, latency and model. ChatAdapter's JSON fallback makes a second LM call for
+the same predictor: both calls are kept, the first with its parse error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import dspy
+from dspy.utils.callback import BaseCallback
+
+from raydspy.dry_run import DryRunHalt
+
+__all__ = ["LMCall", "TraceRecorder", "predictor_names"]
+
+
+@dataclass
+class LMCall:
+    """One LM call inside a rollout (one item of the rollout row's ``trace`` column).
+
+    Attributes:
+        predictor: dotted name of the predictor in the program (``named_predictors()``), e.g.
+            ``"predict"`` for ChainOfThought, ``"react"`` / ``"extract.predict"`` for ReAct.
+        signature: the predictor's signature as ``"in1, in2 -> out1, out2"``.
+        messages: the chat messages sent, ``[{"role": ..., "content": ...}]``; non-text content
+            is JSON-encoded.
+        completion: the raw text the model returned; None when the call failed or in a dry run.
+        outputs: the adapter's parse of the completion, JSON-encoded; None when it did not parse.
+        parse_error: why the completion did not parse, else None.
+        format_ok: True when the completion parsed into every output field (the format reward).
+        prompt_tokens, completion_tokens: from the server's usage report; None if not reported.
+        latency_s: wall time of the call in seconds, as seen by the client.
+        model: the model name the LM was called with.
+        error: ``"Type: message"`` when the LM call itself raised (connection, HTTP status, ...).
+    """
+
+    predictor: str | None
+    signature: str | None
+    messages: list[dict[str, str]]
+    completion: str | None = None
+    outputs: str | None = None
+    parse_error: str | None = None
+    format_ok: bool | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+    model: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def predictor_names(program: dspy.Module) -> dict[int, str]:
+    """``id(predictor) -> dotted name`` for every predictor of ``program``."""
+    return {id(p): name for name, p in program.named_predictors()}
+
+
+def _message_content(content: Any) -> str:
+    return content if isinstance(content, str) else json.dumps(content, default=str)
+
+
+def _completion_text(outputs: Any) -> str | None:
+    """DSPy LMs return a list of choices: plain strings, or dicts with a ``text`` key."""
+    if not outputs:
+        return None
+    first = outputs[0]
+    if isinstance(first, str):
+        return first
+    if isinstance(first, dict):
+        return first.get("text")
+    return str(first)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"Type: message"``, one line, the form every error column uses."""
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+@dataclass
+class TraceRecorder(BaseCallback):
+    """Collects the `LMCall`s of one rollout. Install it for that rollout only::
+
+        recorder = TraceRecorder(predictor_names(program))
+        with dspy.context(callbacks=[*dspy.settings.callbacks, recorder]):
+            program(**inputs)
+        recorder.calls  # list[LMCall], in call order
+
+    Not thread-safe by design: one rollout runs its predictors in one thread.
+    """
+
+    names: dict[int, str]
+    calls: list[LMCall] = field(default_factory=list)
+    _predictors: list[tuple[str, dspy.Predict]] = field(default_factory=list)  # call id, Predict
+    _open: dict[str, tuple[LMCall, float, Any, list]] = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # callbacks are compared by identity
+        return id(self)
+
+    def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        if isinstance(instance, dspy.Predict):
+            self._predictors.append((call_id, instance))
+
+    def on_module_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        if self._predictors and self._predictors[-1][0] == call_id:
+            self._predictors.pop()
+
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        predictor = self._predictors[-1][1] if self._predictors else None
+        messages = inputs.get("messages") or [{"role": "user", "content": inputs.get("prompt") or ""}]
+        call = LMCall(
+            predictor=self.names.get(id(predictor)) if predictor is not None else None,
+            signature=predictor.signature.signature if predictor is not None else None,
+            messages=[{"role": m.get("role", ""), "content": _message_content(m.get("content"))} for m in messages],
+            model=getattr(instance, "model", None),
+        )
+        self.calls.append(call)
+        self._open[call_id] = (call, time.perf_counter(), instance, messages)
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        call, started, lm, messages = self._open.pop(call_id)
+        call.latency_s = time.perf_counter() - started
+        if isinstance(exception, DryRunHalt):
+            return  # the prompt is what a dry run is for: no completion, no error
+        if exception is not None:
+            call.error = describe_error(exception)
+            return
+        call.completion = _completion_text(outputs)
+        # Usage is not passed to callbacks; the LM's own history has it. Each rollout calls a
+        # private copy of the LM, so its last entry is this call (checked by message identity).
+        history = getattr(lm, "history", None)
+        if history and history[-1].get("messages") is messages:
+            usage = history[-1].get("usage") or {}
+            call.prompt_tokens = usage.get("prompt_tokens")
+            call.completion_tokens = usage.get("completion_tokens")
+
+    def on_adapter_parse_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        if not self.calls:
+            return
+        call = self.calls[-1]
+        if exception is not None:
+            call.parse_error = describe_error(exception)
+            call.format_ok = False
+        else:
+            call.outputs = json.dumps(outputs, default=str)
+            call.format_ok = True
