@@ -16,11 +16,12 @@ Per rollout the runner:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -204,10 +205,18 @@ class RolloutRunner:
         examples: Sequence[Mapping[str, Any]],
         n: int,
         *,
-        num_threads: int,
+        num_threads: int = 8,
+        executor: Executor | None = None,
         on_result: Callable[[RolloutResult], None] | None = None,
     ) -> list[RolloutResult]:
-        """Run ``n`` rollouts of each example on ``num_threads`` threads.
+        """Run ``n`` rollouts of each example, ``num_threads`` at a time (or on ``executor``).
+
+        Args:
+            examples: dicts holding at least the program's input fields.
+            n: rollouts per example.
+            num_threads: size of the thread pool made for this call (ignored with ``executor``).
+            executor: a pool shared across calls, as a Collect actor does for its batches.
+            on_result: called from a worker thread as each rollout finishes (progress).
 
         Returns:
             ``len(examples) * n`` results, example-major: all rollouts of example 0 (index
@@ -232,12 +241,14 @@ class RolloutRunner:
                 on_result(result)
             return result
 
-        if num_threads == 1:
+        if executor is None and num_threads == 1:
             return [work(job) for job in jobs]
         # Each task runs in a copy of the caller's context, so `dspy.context(...)` set around the
         # call (an LM, an adapter, callbacks) reaches the worker threads, as in dspy.Parallel.
-        with ThreadPoolExecutor(max_workers=num_threads, thread_name_prefix="rollout") as pool:
-            futures = [pool.submit(contextvars.copy_context().run, work, job) for job in jobs]
+        with contextlib.ExitStack() as stack:
+            if executor is None:
+                executor = stack.enter_context(ThreadPoolExecutor(num_threads, thread_name_prefix="rollout"))
+            futures = [executor.submit(contextvars.copy_context().run, work, job) for job in jobs]
             return [f.result() for f in futures]
 
     def _warn_identical_samples(self, n: int) -> None:

@@ -1,0 +1,1 @@
+"""Ready DSPy programs, each with its rewards and example data."""

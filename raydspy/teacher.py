@@ -1,0 +1,84 @@
+"""The teacher: an OpenAI-compatible endpoint (vLLM on Ray Serve, or any other) and how to call it.
+
+`TeacherConfig` is what travels to every Collect actor: plain data, validated once, from which
+each actor builds its own ``dspy.LM``. The Ray Serve application that *serves* the embedded
+teacher lives in `raydspy.teacher_app`; the YAML files in ``serve_configs/`` deploy it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from raydspy.adapters import StructuredOutputAdapter
+from raydspy.errors import TeacherUnreachableError
+
+__all__ = ["TeacherConfig", "DEFAULT_TEACHER_URL", "EMBEDDED_TEACHER_MODEL"]
+
+DEFAULT_TEACHER_URL = "http://127.0.0.1:8000/v1"
+EMBEDDED_TEACHER_MODEL = "smollm2-135m-instruct"
+
+
+class TeacherConfig(BaseModel):
+    """Where the teacher is and how rollouts sample from it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str = Field(DEFAULT_TEACHER_URL, description="OpenAI-compatible base URL, ending in /v1.")
+    model: str = Field(EMBEDDED_TEACHER_MODEL, description="Model name the endpoint serves.")
+    api_key: str = Field("not-needed", description="Bearer token; vLLM needs none unless started with --api-key.")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature; > 0 for distinct rollouts.")
+    max_tokens: int = Field(256, ge=1, description="Completion tokens per LM call.")
+    structured_outputs: bool = Field(
+        False,
+        description="Send each signature's JSON schema as response_format (vLLM structured outputs), "
+        "so every completion parses even from a small teacher. Uses JSONAdapter prompts.",
+    )
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    num_retries: int = Field(3, ge=0, description="Retries of a failed request (litellm, exponential back-off).")
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """Request parameters that change the samples; part of every rollout id."""
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
+
+    def lm(self) -> dspy.LM:
+        """A ``dspy.LM`` for this teacher (through litellm's OpenAI-compatible client)."""
+        return dspy.LM(
+            f"openai/{self.model}",
+            api_base=self.base_url,
+            api_key=self.api_key,
+            timeout=self.timeout_s,
+            num_retries=self.num_retries,
+            **self.sampling,
+        )
+
+    def adapter(self) -> dspy.Adapter | None:
+        """The adapter rollouts must use: `StructuredOutputAdapter` with structured outputs on,
+        else None (the program's own, ChatAdapter by default)."""
+        return StructuredOutputAdapter() if self.structured_outputs else None
+
+    def check_reachable(self, timeout_s: float = 10.0) -> None:
+        """Fail fast, before any rollout, when the endpoint is down or lacks the model.
+
+        Raises:
+            TeacherUnreachableError: no answer from ``{base_url}/models``, an HTTP error, or
+                ``model`` not among the models it lists.
+        """
+        url = self.base_url.rstrip("/") + "/models"
+        try:
+            response = httpx.get(url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=timeout_s)
+            response.raise_for_status()
+            served = [m.get("id") for m in response.json().get("data", [])]
+        except (httpx.HTTPError, ValueError) as e:
+            raise TeacherUnreachableError(
+                f"teacher unreachable at {self.base_url}: {type(e).__name__}: {e}. Start one with "
+                "`raydspy teacher up` (or `serve run serve_configs/teacher-cpu.yaml`), or pass --teacher-url"
+            ) from e
+        if self.model not in served:
+            raise TeacherUnreachableError(
+                f"teacher at {self.base_url} does not serve model {self.model!r}; it serves {served}"
+            )
