@@ -1,0 +1,277 @@
+"""The ``raydspy`` command line: ``collect``, ``demo`` and ``teacher up``.
+
+This is raydspy's entry point for side effects: it reads the environment, starts or joins Ray,
+deploys the teacher when asked, and turns raydspy's errors into one-line messages (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from raydspy.errors import RaydspyError
+from raydspy.storage import StorageOptions
+from raydspy.summary import RunSummary
+from raydspy.teacher import DEFAULT_TEACHER_URL, EMBEDDED_TEACHER_MODEL, TeacherConfig
+
+console = Console(stderr=True)
+
+EXAMPLES = """\
+examples:
+  # the whole demo on this machine: embedded teacher on Ray Serve, banking77, Parquet out
+  raydspy demo
+
+  # your program, against a teacher that is already running
+  raydspy collect --program myproj.programs:qa --input data/train.jsonl --output s3://bucket/run1 \\
+      --n 4 --rewards myproj.rewards:all --teacher-url http://teacher:8000/v1 --teacher-model llama-70b
+
+  # the banking77 preset against a running teacher; a dry run formats prompts and calls no LM
+  raydspy collect --preset banking77 --output rollouts/ --dry-run
+"""
+
+
+def _teacher_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("teacher (any OpenAI-compatible endpoint)")
+    g.add_argument("--teacher-url", default=DEFAULT_TEACHER_URL, help="base URL ending in /v1 (default: %(default)s)")
+    g.add_argument("--teacher-model", default=EMBEDDED_TEACHER_MODEL, help="model name it serves (default: %(default)s)")
+    g.add_argument("--api-key", default=os.environ.get("RAYDSPY_TEACHER_API_KEY", "not-needed"),
+                   help="bearer token (default: $RAYDSPY_TEACHER_API_KEY)")
+    g.add_argument("--temperature", type=float, default=None, help="sampling temperature; > 0 for distinct rollouts (default 1.0)")
+    g.add_argument("--max-tokens", type=int, default=None, help="completion tokens per LM call (default 256)")
+    g.add_argument("--structured-outputs", action=argparse.BooleanOptionalAction, default=None,
+                   help="send each signature's JSON schema so the server enforces it (vLLM structured outputs); "
+                        "every completion then parses, even from a small teacher")
+
+
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("run layout")
+    g.add_argument("--n", type=int, default=None, help="rollouts per example (default 1)")
+    g.add_argument("--actors", type=int, default=2, help="Collect actors in the Ray Data pool (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=32, help="rollouts in flight per actor (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=8, help="examples per actor call and per Parquet file (default: %(default)s)")
+    g.add_argument("--limit", type=int, default=None, help="use only the first LIMIT examples")
+    g.add_argument("--id-field", default=None, help="column holding example ids (default: ids hash each example)")
+    g.add_argument("--dry-run", action="store_true", help="format every prompt with the program's adapter; call no LM")
+    g.add_argument("--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL"),
+                   help="endpoint of an S3-compatible store, e.g. http://127.0.0.1:9000 (default: $AWS_ENDPOINT_URL)")
+    g.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
+    g.add_argument("--num-cpus", type=int, default=8,
+                   help="logical CPUs of a local Ray; more than the cores, since actors mostly wait (default: %(default)s)")
+    g.add_argument("--summary-json", default=None, help="also write the summary as JSON to this file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raydspy",
+        description="Collect rollouts of DSPy programs from a teacher model, at Ray scale: every LM call "
+        "traced, every rollout rewarded, rows streamed to Parquet.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    collect = sub.add_parser(
+        "collect",
+        help="run a program n times per example against a teacher and write rollouts",
+        description="Run PROGRAM n times on every example of INPUT against the teacher; write one "
+        "Parquet row per rollout (inputs, outputs, trace of every LM call, rewards, error) under OUTPUT.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    collect.add_argument("--preset", choices=["banking77"], help="fill program, rewards, input and sampling from a preset")
+    collect.add_argument("--program", help="MODULE:ATTR of a dspy.Module, or of a function returning one")
+    collect.add_argument("--input", help="examples: CSV, JSONL or Parquet file or folder (local, s3://, gs://)")
+    collect.add_argument("--output", required=True, help="folder or prefix for the rollout Parquet files")
+    collect.add_argument("--rewards", help="MODULE:ATTR of reward_fn(inputs, outputs) -> float, or of {name: fn}")
+    _teacher_args(collect)
+    _run_args(collect)
+
+    demo = sub.add_parser(
+        "demo",
+        help="end to end on this machine: start the embedded teacher on Ray Serve, collect banking77 rollouts",
+        description="Start a local Ray, deploy the embedded SmolLM2-135M teacher with vLLM on Ray Serve "
+        "(serve_configs/teacher-cpu.yaml), collect banking77 rollouts with structured outputs, print the summary.",
+    )
+    demo.add_argument("--output", default="rollouts/banking77", help="where rollouts go (default: %(default)s)")
+    demo.add_argument("--examples", type=int, default=100, help="banking77 training queries (default: %(default)s)")
+    demo.add_argument("--num-labels", type=int, default=25, help="most frequent intents to classify (default: %(default)s)")
+    demo.add_argument("--serve-config", default=None, help="Serve config of the teacher (default: serve_configs/teacher-cpu.yaml)")
+    _teacher_args(demo)
+    _run_args(demo)
+
+    teacher = sub.add_parser("teacher", help="manage the teacher deployment")
+    teacher_sub = teacher.add_subparsers(dest="teacher_command", required=True)
+    up = teacher_sub.add_parser("up", help="deploy a Serve config (default: the embedded CPU teacher) and keep it up until Ctrl-C")
+    up.add_argument("--serve-config", default=None, help="Serve config YAML (default: serve_configs/teacher-cpu.yaml)")
+    up.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
+    up.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of a local Ray (default: %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "collect":
+            return _collect(args)
+        if args.command == "demo":
+            return _demo(args)
+        return _teacher_up(args)
+    except RaydspyError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _collect(args: argparse.Namespace, *, preset_defaults: dict | None = None) -> int:
+    from raydspy.errors import ConfigError
+    from raydspy.pipeline import PipelineConfig, run_pipeline
+    from raydspy.specs import load_program, load_rewards
+
+    settings = dict(preset_defaults or (_preset(args.preset) if args.preset else {}))
+    program = args.program or settings.get("program")
+    input_uri = args.input or settings.get("input")
+    if not program or not input_uri:
+        raise ConfigError("give --program and --input (or --preset)")
+    rewards = args.rewards or settings.get("rewards")
+    load_program(program), load_rewards(rewards)  # a bad spec fails here, before Ray starts
+    teacher = _teacher(args, settings)
+    config = PipelineConfig(
+        input_uri=input_uri,
+        output_uri=args.output,
+        n=args.n or settings.get("n", 1),
+        num_actors=args.actors,
+        threads_per_actor=args.threads,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        id_field=args.id_field,
+        dry_run=args.dry_run,
+        storage=StorageOptions(s3_endpoint_url=args.s3_endpoint),
+    )
+    _init_ray(args.ray_address, args.num_cpus)
+    console.print(f"collecting: program [bold]{program}[/], input {input_uri}, n={config.n}, "
+                  f"teacher {teacher.model} at {teacher.base_url}" + (" [dim](dry run)[/]" if config.dry_run else ""))
+    summary = run_pipeline(program, teacher, config, rewards=rewards)
+    _print_summary(summary, dry_run=config.dry_run)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary.as_dict(), indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ray import serve
+
+    from raydspy.serving import SERVE_CONFIGS, deploy_serve_config, wait_for_teacher
+
+    settings = _preset("banking77", examples=args.examples, num_labels=args.num_labels)
+    _init_ray(args.ray_address, args.num_cpus)
+    teacher = _teacher(args, settings)
+    config_path = args.serve_config or SERVE_CONFIGS / "teacher-cpu.yaml"
+    started = time.perf_counter()
+    with console.status(f"deploying the teacher from {config_path} (vLLM compiles on first start: ~3 min)"):
+        deploy_serve_config(config_path)
+        wait_for_teacher(teacher)
+    console.print(f"teacher ready in {time.perf_counter() - started:.0f} s at {teacher.base_url}")
+    args.program = args.input = args.rewards = None
+    try:
+        return _collect(args, preset_defaults=settings)
+    finally:
+        serve.shutdown()
+
+
+def _teacher_up(args: argparse.Namespace) -> int:
+    from raydspy.serving import SERVE_CONFIGS, deploy_serve_config
+
+    _init_ray(args.ray_address, args.num_cpus)
+    config_path = args.serve_config or SERVE_CONFIGS / "teacher-cpu.yaml"
+    with console.status(f"deploying {config_path}"):
+        names = deploy_serve_config(config_path)
+    console.print(f"deployed {names}; serving until Ctrl-C")
+    while True:
+        time.sleep(3600)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _preset(name: str, *, examples: int = 100, num_labels: int = 25) -> dict:
+    from raydspy.programs import banking77
+
+    cache = Path(os.environ.get("RAYDSPY_CACHE", Path.home() / ".cache" / "raydspy")) / "data"
+    sample = banking77.write_sample(cache / f"banking77-train-top{num_labels}-{examples}.csv",
+                                    num_labels=num_labels, size=examples)
+    return {
+        "program": "raydspy.programs.banking77:program",
+        "rewards": "raydspy.programs.banking77:rewards",
+        "input": str(sample),
+        "n": 3,
+        "temperature": 1.0,
+        "max_tokens": 192,
+        "structured_outputs": True,
+    }
+
+
+def _teacher(args: argparse.Namespace, settings: dict) -> TeacherConfig:
+    def pick(name: str, default):
+        value = getattr(args, name)
+        return value if value is not None else settings.get(name, default)
+
+    return TeacherConfig(
+        base_url=args.teacher_url,
+        model=args.teacher_model,
+        api_key=args.api_key,
+        temperature=pick("temperature", 1.0),
+        max_tokens=pick("max_tokens", 256),
+        structured_outputs=pick("structured_outputs", False),
+    )
+
+
+def _init_ray(address: str | None, num_cpus: int) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+
+
+def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    table = Table(title="raydspy run summary", show_header=False)
+    table.add_row("rows written", str(summary.rows))
+    errors = ", ".join(f"{k}: {v}" for k, v in summary.errors_by_type.items())
+    table.add_row("rows with errors", f"{summary.error_rows}" + (f"  ({errors})" if errors else ""))
+    if not dry_run:
+        table.add_row("mean reward", "n/a" if summary.mean_reward is None else f"{summary.mean_reward:.3f}")
+        table.add_row("format compliance", pct(summary.format_rate))
+        table.add_row("completion tokens", str(summary.completion_tokens))
+    rate = summary.rollouts_per_s
+    table.add_row("rollouts per second", "n/a" if rate is None else f"{rate:.2f}  ({summary.elapsed_s:.1f} s)")
+    table.add_row("files", f"{len(summary.files)} Parquet files in {summary.output_uri}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

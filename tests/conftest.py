@@ -1,0 +1,87 @@
+"""Shared fixtures. Slow components (local Ray, the vLLM teacher on Ray Serve, the S3 server)
+start once per test session and only when a test asks for them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+# Credentials for the loopback S3 server (moto accepts any). Set before Ray starts, so Ray's
+# workers inherit them; no real cloud account is ever reached from the tests.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _reset_dspy():
+    """Each test starts from DSPy's default settings (no LM, no adapter)."""
+    import dspy
+
+    yield
+    dspy.configure(lm=None, adapter=None, callbacks=[])
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray with more logical CPUs than cores: Collect actors and the Serve ingress mostly
+    wait on I/O, and the teacher's replica and engine need a CPU each (RECIPES.md)."""
+    import ray
+
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def teacher(ray_local):
+    """The embedded SmolLM2-135M teacher, served by vLLM inside Ray Serve LLM from
+    serve_configs/teacher-cpu.yaml (a few minutes on first start). Yields its TeacherConfig with
+    structured outputs on, as the demo uses it."""
+    from ray import serve
+
+    from raydspy.serving import deploy_serve_config, wait_for_teacher
+    from raydspy.teacher import TeacherConfig
+
+    config = TeacherConfig(structured_outputs=True, temperature=1.0, max_tokens=160)
+    deploy_serve_config(REPO / "serve_configs" / "teacher-cpu.yaml")
+    wait_for_teacher(config, timeout_s=900)
+    yield config
+    serve.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server on loopback (moto in server mode), with bucket ``rollouts``.
+    Yields its endpoint URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="rollouts")
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    yield endpoint
+    server.stop()

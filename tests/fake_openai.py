@@ -1,0 +1,62 @@
+"""A tiny OpenAI-compatible chat server on loopback, for unit tests whose point is not the LM.
+
+Every completion it returns is new (a counter), so a test can tell a real call from a cached one.
+The reply follows ChatAdapter's format for the output fields named in ``fields``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOpenAI:
+    def __init__(self, fields: dict[str, str]):
+        self.fields = fields  # output field -> value prefix
+        self.requests: list[dict] = []
+        self._counter = itertools.count()
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                body = json.dumps({"data": [{"id": "fake-model", "object": "model"}]}).encode()
+                self._send(body)
+
+            def do_POST(self):
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with owner._lock:
+                    owner.requests.append(request)
+                    k = next(owner._counter)
+                text = "\n\n".join(f"[[ ## {f} ## ]]\n{v}{k}" for f, v in owner.fields.items())
+                text += "\n\n[[ ## completed ## ]]"
+                body = json.dumps({
+                    "id": f"cmpl-{k}", "object": "chat.completion", "created": 0, "model": request.get("model"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                }).encode()
+                self._send(body)
+
+            def _send(self, body: bytes):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FakeOpenAI":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
