@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+import cloudpickle
 import dspy
 import pydantic
 
@@ -50,11 +51,12 @@ class FormatReward:
         }
 
     def __getstate__(self) -> dict[str, Any]:
-        # TypeAdapters hold compiled validators that do not pickle; rebuild them on unpickling.
-        return {"signature": self.signature, "adapter": self.adapter}
+        # Signatures built from strings are classes made at run time, which plain pickle cannot
+        # find by name; cloudpickle stores them by value. The validators are rebuilt on arrival.
+        return {"payload": cloudpickle.dumps((self.signature, self.adapter))}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["signature"], state["adapter"])
+        self.__init__(*cloudpickle.loads(state["payload"]))
 
     def __call__(self, response_text: Any) -> float:
         try:
