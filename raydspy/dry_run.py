@@ -12,13 +12,12 @@ run records the first call of each rollout and reports the predictors it could n
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import dspy
 from dspy.utils.callback import with_callbacks
 
-__all__ = ["DryRunHalt", "DryRunLM", "dry_run_program"]
+__all__ = ["DryRunHalt", "DryRunLM"]
 
 
 class DryRunHalt(Exception):
@@ -44,16 +43,4 @@ class DryRunLM(dspy.BaseLM):
         raise DryRunHalt("dry run: no LM called")
 
     def copy(self, **kwargs: Any) -> "DryRunLM":
-        return self
-
-
-def dry_run_program(program: dspy.Module, lm: DryRunLM) -> dspy.Module:
-    """A deep copy of ``program`` whose every predictor is bound to ``lm``.
-
-    ``dspy.context(lm=...)`` alone is not enough: a predictor with its own ``lm`` attribute
-    ignores the context, and would call a real model in the middle of a dry run.
-    """
-    dry = copy.deepcopy(program)
-    for _, predictor in dry.named_predictors():
-        predictor.lm = lm
-    return dry
+        return DryRunLM(self.model)  # a fresh one: each rollout installs its own trace callback

@@ -17,6 +17,7 @@ Per rollout the runner:
 from __future__ import annotations
 
 import contextlib
+import copy
 import contextvars
 import inspect
 import logging
@@ -27,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import dspy
 
-from raydspy.dry_run import DryRunHalt, DryRunLM, dry_run_program
+from raydspy.dry_run import DryRunHalt, DryRunLM
 from raydspy.errors import ConfigError, InputError
 from raydspy.identity import example_id, program_hash, rollout_id
 from raydspy.rewards import RewardSet
@@ -69,6 +70,21 @@ def program_input_fields(program: dspy.Module) -> list[str]:
         f"cannot tell the input fields of {type(program).__name__}: give it an `input_fields` "
         "attribute, named parameters on forward(), or a predictor"
     )
+
+
+def detach_lms(program: dspy.Module) -> dspy.Module:
+    """``program`` itself, or when a predictor is bound to its own LM, a deep copy with that
+    binding removed: a predictor's own LM would ignore the rollout's LM (the teacher, or the
+    dry run's), so its calls would be neither traced, nor sampled apart, nor stopped by a dry run.
+    """
+    bound = [name for name, p in program.named_predictors() if getattr(p, "lm", None) is not None]
+    if not bound:
+        return program
+    logger.warning("predictor(s) %s have their own LM; rollouts call the teacher instead", bound)
+    detached = copy.deepcopy(program)
+    for _, predictor in detached.named_predictors():
+        predictor.lm = None
+    return detached
 
 
 def check_examples(examples: Sequence[Mapping[str, Any]], fields: Sequence[str], *, where: str = "<memory>") -> None:
@@ -138,11 +154,8 @@ class RolloutRunner:
         self.dry_run = dry_run
         self.input_fields = program_input_fields(program)
         self.program_hash = program_hash(program, adapter)
-        if dry_run:
-            self._dry_lm = DryRunLM()
-            self._program = dry_run_program(program, self._dry_lm)
-        else:
-            self._program = program
+        self._dry_lm = DryRunLM() if dry_run else None
+        self._program = detach_lms(program)
         self._names = predictor_names(self._program)
         self._warned = threading.Event()
 
@@ -152,20 +165,21 @@ class RolloutRunner:
         """Run rollout ``rollout_index`` of ``example``; never raises for a failed rollout."""
         example = dict(example)
         ex_id = example_id_ or example_id(example, self.id_field)
-        lm = self._rollout_lm(rollout_index)
         recorder = TraceRecorder(self._names)
-        overrides: dict[str, Any] = {"lm": lm, "callbacks": [*dspy.settings.get("callbacks", []), recorder]}
-        if self.adapter is not None:
-            overrides["adapter"] = self.adapter
+        lm = self._rollout_lm(rollout_index)
+        lm.callbacks = [*lm.callbacks, recorder]  # the copy's own list: no other rollout sees it
+        adapter = copy.copy(self.adapter or dspy.settings.adapter or dspy.ChatAdapter())
+        adapter.callbacks = [*adapter.callbacks, recorder]
         prediction, outputs, error = None, None, None
         try:
-            with dspy.context(**overrides):
+            with dspy.context(lm=lm, adapter=adapter):
                 prediction = self._program(**{f: example[f] for f in self.input_fields})
             outputs = dict(prediction.items())
         except DryRunHalt:
             pass
         except Exception as e:  # noqa: BLE001 - a failed rollout is a row, not a crashed run
             error = describe_error(e)
+        recorder.finish(failed=error is not None)
         scored = self.rewards.score(example, outputs, recorder.calls) if not self.dry_run else None
         record = RolloutRecord(
             rollout_id=rollout_id(self.program_hash, ex_id, rollout_index, self.teacher, self.sampling),
@@ -191,8 +205,8 @@ class RolloutRunner:
         return getattr(lm, "model", None) or "unknown"
 
     def _rollout_lm(self, rollout_index: int) -> dspy.BaseLM:
-        if self.dry_run:
-            return self._dry_lm
+        if self._dry_lm is not None:
+            return self._dry_lm.copy()
         base = self.lm or dspy.settings.lm
         if base is None:
             raise ConfigError("no LM: pass `lm=` or call dspy.configure(lm=...) before collecting")

@@ -87,36 +87,43 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+def _innermost_predictor() -> dspy.Predict | None:
+    """The Predict now running in this thread: DSPy keeps the stack of modules being called in
+    its thread-local settings (``caller_modules``), innermost last."""
+    for module in reversed(dspy.settings.caller_modules or []):
+        if isinstance(module, dspy.Predict):
+            return module
+    return None
+
+
 @dataclass
 class TraceRecorder(BaseCallback):
-    """Collects the `LMCall`s of one rollout. Install it for that rollout only::
+    """Collects the `LMCall`s of one rollout, in call order.
+
+    Install it on the rollout's *own* LM and adapter (their instance ``callbacks``), not in
+    ``dspy.settings``: DSPy then pays its callback cost for the LM call, the format and the
+    parse only, not for every module call (the difference is most of Collect's overhead)::
 
         recorder = TraceRecorder(predictor_names(program))
-        with dspy.context(callbacks=[*dspy.settings.callbacks, recorder]):
+        lm = teacher.copy(callbacks=[recorder])
+        adapter = copy.copy(adapter); adapter.callbacks = [recorder]
+        with dspy.context(lm=lm, adapter=adapter):
             program(**inputs)
-        recorder.calls  # list[LMCall], in call order
+        recorder.finish(failed=...)
+        recorder.calls  # list[LMCall]
 
     Not thread-safe by design: one rollout runs its predictors in one thread.
     """
 
     names: dict[int, str]
     calls: list[LMCall] = field(default_factory=list)
-    _predictors: list[tuple[str, dspy.Predict]] = field(default_factory=list)  # call id, Predict
     _open: dict[str, tuple[LMCall, float, Any, list]] = field(default_factory=dict)
 
     def __hash__(self) -> int:  # callbacks are compared by identity
         return id(self)
 
-    def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        if isinstance(instance, dspy.Predict):
-            self._predictors.append((call_id, instance))
-
-    def on_module_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
-        if self._predictors and self._predictors[-1][0] == call_id:
-            self._predictors.pop()
-
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        predictor = self._predictors[-1][1] if self._predictors else None
+        predictor = _innermost_predictor()
         messages = inputs.get("messages") or [{"role": "user", "content": inputs.get("prompt") or ""}]
         call = LMCall(
             predictor=self.names.get(id(predictor)) if predictor is not None else None,
@@ -154,3 +161,14 @@ class TraceRecorder(BaseCallback):
         else:
             call.outputs = json.dumps(outputs, default=str)
             call.format_ok = True
+
+    def finish(self, *, failed: bool) -> None:
+        """Settle ``format_ok`` of calls whose parse the recorder did not see.
+
+        ChatAdapter's JSON fallback parses with a JSONAdapter it makes on the spot, which carries
+        no callbacks. Such a call parsed exactly when the rollout went on: if it had not, its
+        AdapterParseError would have ended the rollout, and it would be the last call.
+        """
+        for i, call in enumerate(self.calls):
+            if call.format_ok is None and call.completion is not None:
+                call.format_ok = not (failed and i == len(self.calls) - 1)

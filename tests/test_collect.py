@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import dspy
 import pyarrow.parquet as pq
@@ -116,10 +117,11 @@ def test_n_samples_are_distinct_calls_with_the_cache_on(tmp_path):
     with FakeOpenAI({"answer": "sample-"}) as server:
         lm = dspy.LM("openai/fake-model", api_base=server.url, api_key="x", cache=True, temperature=1.0)
         collect = Collect(dspy.Predict("question -> answer"), str(tmp_path), num_threads=4, lm=lm)
-        first = [p.answer for p in collect.collect(EXAMPLES[:1], n=4)]
+        example = {"question": f"a question never asked before: {uuid.uuid4()}"}  # DSPy's cache is on disk
+        first = [p.answer for p in collect.collect(example, n=4)]
         assert len(set(first)) == 4 and len(server.requests) == 4
         # The same rollouts again are cache hits: same samples, no new request (no second bill).
-        again = [p.answer for p in collect.collect(EXAMPLES[:1], n=4)]
+        again = [p.answer for p in collect.collect(example, n=4)]
         assert again == first and len(server.requests) == 4
 
 

@@ -6,6 +6,7 @@ import json
 
 import dspy
 from dspy.utils import DummyLM
+from dspy.utils.callback import with_callbacks
 
 from fake_openai import FakeOpenAI
 from raydspy.runner import RolloutRunner
@@ -70,8 +71,9 @@ class _Sequence(dspy.BaseLM):
         self.lms = lms
 
     def copy(self, **kwargs):
-        return self
+        return _Sequence(self.lms)
 
+    @with_callbacks
     def __call__(self, *args, **kwargs):
         return self.lms.pop(0)(*args, **kwargs)
 
