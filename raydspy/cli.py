@@ -16,7 +16,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from rich.console import Console
+# Before anything imports litellm (through dspy): without internet it would retry fetching its
+# model cost map for seconds; the copy bundled with litellm is enough for raydspy.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from rich.console import Console  # noqa: E402
 from rich.table import Table
 
 from raydspy.errors import RaydspyError
@@ -252,7 +256,7 @@ def _init_ray(address: str | None, num_cpus: int) -> None:
         ray.init(address=address)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+                 runtime_env={"env_vars": {"PYTHONPATH": os.getcwd(), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
 
 
 def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:

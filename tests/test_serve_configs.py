@@ -1,0 +1,128 @@
+"""The Serve configs parse as Ray Serve and Ray LLM configs; the embedded model converts once.
+
+Fast except `test_ensure_checkpoint_*` (about a minute: dequantising the GGUF). No model is served.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raydspy import embedded
+from raydspy.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "serve_configs"
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((CONFIGS / name).read_text())
+
+
+def _llm_configs(name: str) -> list:
+    from ray.serve.llm import LLMConfig
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(_load(name))
+    (app,) = schema.applications
+    return [LLMConfig.model_validate(c) for c in app.args["llm_configs"]]
+
+
+@pytest.mark.parametrize("name", ["teacher-cpu.yaml", "teacher-70b.yaml"])
+def test_config_is_a_serve_deploy_config_of_valid_llm_configs(name):
+    from ray.serve.llm import LLMServingArgs
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(_load(name))
+    (app,) = schema.applications
+    assert app.route_prefix == "/"
+    LLMServingArgs.model_validate(app.args)  # Ray's own parsing of the builder's args
+    assert len(_llm_configs(name)) == 1
+
+
+def test_70b_config_is_tp2_pp2_with_prefix_caching_on_h100():
+    (config,) = _llm_configs("teacher-70b.yaml")
+    assert config.model_loading_config.model_source == "meta-llama/Llama-3.1-70B-Instruct"
+    assert config.engine_kwargs["tensor_parallel_size"] == 2
+    assert config.engine_kwargs["pipeline_parallel_size"] == 2
+    assert config.engine_kwargs["enable_prefix_caching"] is True
+    assert config.accelerator_type == "H100"
+    assert config.deployment_config["autoscaling_config"]["max_replicas"] > 1
+    engine = config.get_engine_config()
+    assert engine.num_devices == 4
+    assert all(b.get("GPU") == 1 for b in engine.placement_bundles)
+    assert _load("teacher-70b.yaml")["applications"][0]["import_path"] == (
+        "ray.serve.llm:build_openai_app"
+    )
+
+
+def test_cpu_config_serves_the_embedded_model_on_cpu():
+    (config,) = _llm_configs("teacher-cpu.yaml")
+    assert config.model_loading_config.model_source == embedded.EMBEDDED_URI
+    assert config.model_id == embedded.EMBEDDED_MODEL_ID
+    assert config.accelerator_type is None
+    assert config.accelerator_config.kind == "cpu"  # inferred from the CPU-only bundles
+    engine = config.get_engine_config()
+    assert engine.placement_bundles == [{"CPU": 1.0}]
+    assert engine.get_initialization_kwargs()["distributed_executor_backend"] == "mp"
+    assert config.runtime_env["env_vars"]["VLLM_CPU_KVCACHE_SPACE"]
+    app = _load("teacher-cpu.yaml")["applications"][0]
+    assert app["import_path"] == "raydspy.teacher_app:build_openai_app"
+    assert app["args"]["ingress_deployment_config"]["ray_actor_options"]["num_cpus"] == 0
+
+
+def test_resolve_model_source_leaves_other_sources_untouched(tmp_path):
+    for source in ["meta-llama/Llama-3.1-70B-Instruct", "/models/student", "s3://b/ckpt"]:
+        assert embedded.resolve_model_source(source, tmp_path) == source
+    assert not any(tmp_path.iterdir())  # nothing converted
+    with pytest.raises(ConfigError, match="Unknown embedded model"):
+        embedded.resolve_model_source("raydspy://other", tmp_path)
+
+
+def test_resolve_llm_configs_replaces_only_the_embedded_uri(tmp_path, monkeypatch):
+    from raydspy import teacher_app
+
+    monkeypatch.setattr(teacher_app, "ensure_checkpoint", lambda cache_dir: cache_dir / "ckpt")
+    cpu = _load("teacher-cpu.yaml")["applications"][0]["args"]["llm_configs"][0]
+    gpu = _load("teacher-70b.yaml")["applications"][0]["args"]["llm_configs"][0]
+    out = teacher_app.resolve_llm_configs([cpu, gpu], tmp_path)
+    assert out[0]["model_loading_config"]["model_source"] == str(tmp_path / "ckpt")
+    assert cpu["model_loading_config"]["model_source"] == embedded.EMBEDDED_URI  # not mutated
+    assert out[1] is gpu
+
+
+def test_default_cache_dir_reads_only_the_given_environment(tmp_path):
+    assert embedded.default_cache_dir({"RAYDSPY_CACHE": str(tmp_path)}) == tmp_path
+    assert embedded.default_cache_dir({}) == Path.home() / ".cache" / "raydspy"
+    assert embedded.checkpoint_dir(tmp_path) == tmp_path / "models" / embedded.EMBEDDED_MODEL_ID
+
+
+def test_gguf_path_names_the_fix_when_the_package_is_missing(monkeypatch):
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="scripts/setup.sh"):
+        embedded.gguf_path()
+
+
+def test_ensure_checkpoint_converts_once_into_a_loadable_chat_model(tmp_path):
+    pytest.importorskip("gguf")
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = embedded.ensure_checkpoint(tmp_path)
+    assert path == embedded.checkpoint_dir(tmp_path)
+    assert (path / "model.safetensors").is_file()
+    assert AutoConfig.from_pretrained(path).model_type == "llama"
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert prompt.endswith("<|im_start|>assistant\n")
+    leftovers = [p.name for p in path.parent.iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
+
+    mtime = (path / "model.safetensors").stat().st_mtime_ns
+    start = time.monotonic()
+    assert embedded.ensure_checkpoint(tmp_path) == path
+    assert time.monotonic() - start < 1.0  # reused, not reconverted
+    assert (path / "model.safetensors").stat().st_mtime_ns == mtime
