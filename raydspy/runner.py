@@ -158,6 +158,7 @@ class RolloutRunner:
         self._program = detach_lms(program)
         self._names = predictor_names(self._program)
         self._warned = threading.Event()
+        self._unreached_reported = threading.Event()
 
     # -- one rollout -----------------------------------------------------------------------
 
@@ -180,6 +181,8 @@ class RolloutRunner:
         except Exception as e:  # noqa: BLE001 - a failed rollout is a row, not a crashed run
             error = describe_error(e)
         recorder.finish(failed=error is not None)
+        if self.dry_run:
+            self._report_unreached(recorder)
         scored = self.rewards.score(example, outputs, recorder.calls) if not self.dry_run else None
         record = RolloutRecord(
             rollout_id=rollout_id(self.program_hash, ex_id, rollout_index, self.teacher, self.sampling),
@@ -264,6 +267,20 @@ class RolloutRunner:
                 executor = stack.enter_context(ThreadPoolExecutor(num_threads, thread_name_prefix="rollout"))
             futures = [executor.submit(contextvars.copy_context().run, work, job) for job in jobs]
             return [f.result() for f in futures]
+
+    def _report_unreached(self, recorder: TraceRecorder) -> None:
+        """Say once which predictors a dry run could not format (they need model output)."""
+        if self._unreached_reported.is_set():
+            return
+        reached = {call.predictor for call in recorder.calls}
+        unreached = [name for name in self._names.values() if name not in reached]
+        if unreached:
+            self._unreached_reported.set()
+            logger.warning(
+                "dry run: only the first LM call of each rollout can be formatted without model "
+                "output; the prompts of predictor(s) %s depend on earlier outputs and are not in the rows",
+                unreached,
+            )
 
     def _warn_identical_samples(self, n: int) -> None:
         if n <= 1 or self._warned.is_set():

@@ -139,3 +139,22 @@ def test_jsonl_output(tmp_path):
     assert collect.last_path.endswith(".jsonl")
     row = json.loads(open(collect.last_path).read())
     assert row["rollout_index"] == 0 and row["trace"][0]["predictor"] == "self"
+
+
+def test_warns_once_when_n_samples_at_temperature_zero_are_identical(tmp_path, caplog):
+    lm = DummyLM([{"answer": "4"}] * 6)
+    collect = Collect(dspy.Predict("question -> answer"), str(tmp_path), num_threads=1, lm=lm,
+                      sampling={"temperature": 0.0})
+    collect.collect(EXAMPLES, n=3)
+    warnings = [r for r in caplog.records if "samples will be identical" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_dry_run_says_which_predictors_need_model_output(tmp_path, caplog):
+    from test_tracing import DraftThenAnswer
+
+    collect = Collect(DraftThenAnswer(), str(tmp_path), lm=ForbiddenLM())
+    collect.collect(EXAMPLES, n=1, dry_run=True)
+    assert [c.predictor for c in collect.last_records[0].trace] == ["draft"]
+    messages = [r.getMessage() for r in caplog.records if "dry run" in r.getMessage()]
+    assert len(messages) == 1 and "['refine.predict']" in messages[0]
