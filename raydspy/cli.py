@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # Serve logs every deployment option at INFO; Ray Data's progress lines stay visible.
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
     try:
         if args.command == "collect":
             return _collect(args)

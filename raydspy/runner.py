@@ -8,7 +8,8 @@ Per rollout the runner:
 1. calls a private copy of the teacher LM, ``lm.copy(rollout_id=i, **sampling)``: with DSPy's
    cache on, each rollout index is its own cache key, so n rollouts are n real samples (and a
    re-run of the same rollout is a cache hit, not a second bill);
-2. installs a `TraceRecorder` for this rollout alone (``dspy.context`` is thread-local);
+2. installs a `TraceRecorder` on that LM copy and on a copy of the adapter, both handed to the
+   program through ``dspy.context`` (thread-local), so no other rollout's calls reach the trace;
 3. runs the program; an exception (a parse failure, an HTTP error, a bug in the program) becomes
    the row's ``error`` and the run goes on;
 4. scores the outputs with the `RewardSet`.

@@ -1,7 +1,7 @@
 """The trace of one rollout: every LM call it made, in order, with who made it and what came back.
 
-A `TraceRecorder` is a DSPy callback installed for one rollout only (through ``dspy.context``,
-which is thread-local), so calls made by other rollouts' threads can never land in its trace.
+A `TraceRecorder` is a DSPy callback installed on one rollout's own LM copy and adapter copy,
+which only that rollout's thread calls, so calls made by other rollouts can never land in its trace.
 It sees, per LM call: the predictor that made it (the innermost ``dspy.Predict`` running), the
 messages the adapter formatted, the raw completion, the adapter's parse of it (or the parse
 error), token usage, latency and model. ChatAdapter's JSON fallback makes a second LM call for
