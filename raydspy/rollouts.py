@@ -47,6 +47,7 @@ TRACE_ITEM = pa.struct(
         ("prompt_tokens", pa.int64()),
         ("completion_tokens", pa.int64()),
         ("latency_s", pa.float64()),
+        ("cached", pa.bool_()),
         ("model", pa.string()),
         ("error", pa.string()),
     ]

@@ -39,6 +39,8 @@ class LMCall:
         format_ok: True when the completion parsed into every output field (the format reward).
         prompt_tokens, completion_tokens: from the server's usage report; None if not reported.
         latency_s: wall time of the call in seconds, as seen by the client.
+        cached: True when DSPy's cache answered (no request was sent; DSPy then reports no
+            usage, so the token counts are None).
         model: the model name the LM was called with.
         error: ``"Type: message"`` when the LM call itself raised (connection, HTTP status, ...).
     """
@@ -53,6 +55,7 @@ class LMCall:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     latency_s: float | None = None
+    cached: bool | None = None
     model: str | None = None
     error: str | None = None
 
@@ -148,6 +151,7 @@ class TraceRecorder(BaseCallback):
         history = getattr(lm, "history", None)
         if history and history[-1].get("messages") is messages:
             usage = history[-1].get("usage") or {}
+            call.cached = not usage  # DSPy records empty usage exactly for cache hits
             call.prompt_tokens = usage.get("prompt_tokens")
             call.completion_tokens = usage.get("completion_tokens")
 

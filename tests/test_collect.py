@@ -121,8 +121,10 @@ def test_n_samples_are_distinct_calls_with_the_cache_on(tmp_path):
         first = [p.answer for p in collect.collect(example, n=4)]
         assert len(set(first)) == 4 and len(server.requests) == 4
         # The same rollouts again are cache hits: same samples, no new request (no second bill).
+        assert not any(r.trace[0].cached for r in collect.last_records)
         again = [p.answer for p in collect.collect(example, n=4)]
         assert again == first and len(server.requests) == 4
+        assert all(r.trace[0].cached and r.trace[0].completion_tokens is None for r in collect.last_records)
 
 
 def test_examples_may_be_dspy_examples_or_one_dict(tmp_path):

@@ -40,7 +40,9 @@ def test_banking77_rollouts_from_the_vllm_teacher(teacher, sample_csv, tmp_path)
         assert len(row["trace"]) >= 1
         call = row["trace"][0]
         assert call["model"] == f"openai/{teacher.model}"
-        assert call["completion"] and call["completion_tokens"] > 0 and call["prompt_tokens"] > 0
+        assert call["completion"]
+        # A re-run of the suite on the same machine is answered by DSPy's cache (no usage then).
+        assert call["cached"] or (call["completion_tokens"] > 0 and call["prompt_tokens"] > 0)
         assert 0.0 <= row["reward"] <= 1.0
         assert set(dict(row["rewards"])) <= {"exact_match", "format"}
         if row["error"] is None:
