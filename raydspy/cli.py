@@ -219,9 +219,10 @@ def _teacher_up(args: argparse.Namespace) -> int:
 
 
 def _preset(name: str, *, examples: int = 100, num_labels: int = 25) -> dict:
+    from raydspy.embedded import default_cache_dir
     from raydspy.programs import banking77
 
-    cache = Path(os.environ.get("RAYDSPY_CACHE", Path.home() / ".cache" / "raydspy")) / "data"
+    cache = default_cache_dir() / "data"
     sample = banking77.write_sample(cache / f"banking77-train-top{num_labels}-{examples}.csv",
                                     num_labels=num_labels, size=examples)
     return {

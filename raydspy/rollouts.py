@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from raydspy.tracing import LMCall
 
-__all__ = ["ROLLOUT_SCHEMA", "TRACE_ITEM", "RolloutRecord", "records_to_table", "row_outputs"]
+__all__ = ["ROLLOUT_SCHEMA", "TRACE_ITEM", "RolloutRecord", "records_to_table"]
 
 TRACE_ITEM = pa.struct(
     [
@@ -120,7 +120,3 @@ def records_to_table(records: list[RolloutRecord]) -> pa.Table:
     """Rows of ``records`` as a table of `ROLLOUT_SCHEMA` (an empty list gives an empty table)."""
     return pa.Table.from_pylist([r.to_row() for r in records], schema=ROLLOUT_SCHEMA)
 
-
-def row_outputs(row: dict[str, Any]) -> dict[str, Any] | None:
-    """The parsed ``outputs`` of a row read back from Parquet (None for failed rollouts)."""
-    return None if row.get("outputs") is None else json.loads(row["outputs"])
