@@ -273,6 +273,8 @@ def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
     table.add_row("rows with errors", f"{summary.error_rows}" + (f"  ({errors})" if errors else ""))
     if not dry_run:
         table.add_row("mean reward", "n/a" if summary.mean_reward is None else f"{summary.mean_reward:.3f}")
+        for name, mean in summary.reward_means.items():
+            table.add_row(f"  mean {name}", f"{mean:.3f}")
         table.add_row("format compliance", pct(summary.format_rate))
         table.add_row("completion tokens", str(summary.completion_tokens))
     rate = summary.rollouts_per_s

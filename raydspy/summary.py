@@ -25,6 +25,7 @@ class RunSummary:
         error_rows: rollouts whose ``error`` is set.
         errors_by_type: error type (the text before the first colon) → count.
         mean_reward: mean of ``reward`` over rows that have one; None if none has.
+        reward_means: each named reward's mean over the rows where it has a value.
         format_rate: share of rows with ``format_ok`` true, over rows where it is known.
         completion_tokens: completion tokens generated, over every traced call.
         elapsed_s: wall time of the run (set by the caller; 0 when unknown).
@@ -36,6 +37,7 @@ class RunSummary:
     error_rows: int = 0
     errors_by_type: dict[str, int] = field(default_factory=dict)
     mean_reward: float | None = None
+    reward_means: dict[str, float] = field(default_factory=dict)
     format_rate: float | None = None
     completion_tokens: int = 0
     elapsed_s: float = 0.0
@@ -52,6 +54,7 @@ class RunSummary:
             "error_rows": self.error_rows,
             "errors_by_type": self.errors_by_type,
             "mean_reward": self.mean_reward,
+            "reward_means": self.reward_means,
             "format_rate": self.format_rate,
             "completion_tokens": self.completion_tokens,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -76,11 +79,16 @@ def summarize(table: pa.Table, *, elapsed_s: float = 0.0, files: list[str] | Non
     rewards = table.column("reward")
     fmt = table.column("format_ok").drop_null()
     tokens = pc.sum(pc.list_flatten(table.column("trace")).combine_chunks().field("completion_tokens")).as_py() if table.num_rows else 0
+    named: dict[str, list[float]] = collections.defaultdict(list)
+    for pairs in table.column("rewards").to_pylist():
+        for name, value in pairs or []:
+            named[name].append(value)
     return RunSummary(
         rows=table.num_rows,
         error_rows=len(errors),
         errors_by_type=dict(by_type.most_common()),
         mean_reward=pc.mean(rewards).as_py() if rewards.null_count < len(rewards) else None,
+        reward_means={name: sum(v) / len(v) for name, v in sorted(named.items())},
         format_rate=pc.mean(fmt.cast(pa.float64())).as_py() if len(fmt) else None,
         completion_tokens=int(tokens or 0),
         elapsed_s=elapsed_s,

@@ -97,3 +97,4 @@ def test_cli_collect_prints_the_summary(teacher, tmp_path, capsys):
         assert line in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rows"] == 4 and summary["files"] >= 1
+    assert set(summary["reward_means"]) == {"exact_match", "format"} and "mean exact_match" in out
