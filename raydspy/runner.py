@@ -171,7 +171,7 @@ class RolloutRunner:
         lm = self._rollout_lm(rollout_index)
         lm.callbacks = [*lm.callbacks, recorder]  # the copy's own list: no other rollout sees it
         adapter = copy.copy(self.adapter or dspy.settings.adapter or dspy.ChatAdapter())
-        adapter.callbacks = [*adapter.callbacks, recorder]
+        recorder.watch_parse(adapter)
         prediction, outputs, error = None, None, None
         try:
             with dspy.context(lm=lm, adapter=adapter):

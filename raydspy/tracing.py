@@ -103,13 +103,13 @@ def _innermost_predictor() -> dspy.Predict | None:
 class TraceRecorder(BaseCallback):
     """Collects the `LMCall`s of one rollout, in call order.
 
-    Install it on the rollout's *own* LM and adapter (their instance ``callbacks``), not in
-    ``dspy.settings``: DSPy then pays its callback cost for the LM call, the format and the
-    parse only, not for every module call (the difference is most of Collect's overhead)::
+    Install it on the rollout's *own* LM (its instance ``callbacks``) and adapter (`watch_parse`),
+    not in ``dspy.settings``: DSPy then runs its callback machinery for the LM call only, not for
+    every module call, format and parse (the difference is most of Collect's overhead)::
 
         recorder = TraceRecorder(predictor_names(program))
         lm = teacher.copy(callbacks=[recorder])
-        adapter = copy.copy(adapter); adapter.callbacks = [recorder]
+        adapter = copy.copy(adapter); recorder.watch_parse(adapter)
         with dspy.context(lm=lm, adapter=adapter):
             program(**inputs)
         recorder.finish(failed=...)
@@ -154,6 +154,26 @@ class TraceRecorder(BaseCallback):
             call.cached = not usage  # DSPy records empty usage exactly for cache hits
             call.prompt_tokens = usage.get("prompt_tokens")
             call.completion_tokens = usage.get("completion_tokens")
+
+    def watch_parse(self, adapter: dspy.Adapter) -> None:
+        """Record the parse of each completion by ``adapter`` (this rollout's own copy).
+
+        A wrapper on the instance rather than a DSPy callback: with a callback on the adapter,
+        DSPy would also run its callback machinery (``inspect.getcallargs``) around ``format``,
+        which the trace does not need; that machinery is most of Collect's overhead.
+        """
+        parse = adapter.parse
+
+        def recording_parse(*args: Any, **kwargs: Any) -> Any:
+            try:
+                outputs = parse(*args, **kwargs)
+            except Exception as e:
+                self.on_adapter_parse_end("", None, e)
+                raise
+            self.on_adapter_parse_end("", outputs, None)
+            return outputs
+
+        adapter.parse = recording_parse
 
     def on_adapter_parse_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
         if not self.calls:
