@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,16 +48,20 @@ def teacher(ray_local):
     """The embedded SmolLM2-135M teacher, served by vLLM inside Ray Serve LLM from
     serve_configs/teacher-cpu.yaml (a few minutes on first start). Yields its TeacherConfig with
     structured outputs on, as the demo uses it."""
+    from filelock import FileLock
     from ray import serve
 
     from raydspy.serving import deploy_serve_config, wait_for_teacher
     from raydspy.teacher import TeacherConfig
 
     config = TeacherConfig(structured_outputs=True, temperature=1.0, max_tokens=160)
-    deploy_serve_config(REPO / "serve_configs" / "teacher-cpu.yaml")
-    wait_for_teacher(config, timeout_s=900)
-    yield config
-    serve.shutdown()
+    # One teacher per machine: it binds port 8000 and wants both cores, so concurrent test
+    # sessions (several checkouts on one machine) take turns instead of failing on the port.
+    with FileLock(Path(tempfile.gettempdir()) / "raydspy-teacher.lock"):
+        deploy_serve_config(REPO / "serve_configs" / "teacher-cpu.yaml")
+        wait_for_teacher(config, timeout_s=900)
+        yield config
+        serve.shutdown()
 
 
 def _free_port() -> int:
