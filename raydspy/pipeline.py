@@ -1,44 +1,72 @@
 """Rollouts at scale: Ray Data reads the examples, an actor pool of Collect workers runs the
-program against the teacher, and the rows stream to Parquet as they are made.
+program against the teacher, each worker commits its rollouts to storage, and the driver follows
+the run from the stream of per-batch results.
 
     read_csv / read_json / read_parquet            examples, any columns
+      └─ check_input (driver, in input order)      invalid rows and duplicate ids, before any LM call
+      └─ committed_rollout_ids(output)             what an earlier run of this job already made
       └─ repartition(target_num_rows_per_block=B)  blocks of B examples: one actor call each
           └─ map_batches(CollectWorker, ActorPoolStrategy(size=A))
-                each call: B examples × n rollouts on the actor's thread pool (T threads), so
-                up to A × T LM requests are in flight (the teacher saturates only with many)
-              └─ write_parquet(output)             one file per block, written as blocks finish
+                each call: the block's rollouts not yet committed, on the actor's thread pool
+                (T threads, so up to A × T LM requests in flight), then one committed part file
+                (`raydspy.commits`); returns one row of counts
+              └─ iter_batches (driver)             progress, the error budget, Ctrl-C
 
-Each block becomes its own Parquet file as soon as its rollouts are done, so files appear while
-the run goes. Rows follow `raydspy.rollouts.ROLLOUT_SCHEMA` whatever the program.
+Exactly once: rollout ids are deterministic (`raydspy.identity`), a run skips those already
+committed, and a batch commits under a name derived from its rollout ids, so a batch Ray retries
+replaces its own file. Rollouts that fail because the teacher is unreachable (after the LM's
+retries) are not committed: re-running the same job does them, and nothing else.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 import dspy
 import pyarrow as pa
-import pyarrow.fs as pafs
 import ray
 import ray.data
 from pydantic import BaseModel, ConfigDict, Field
 
-from raydspy.errors import ConfigError
+from raydspy.commits import commit_rollouts, committed_files, committed_rollout_ids, read_committed
+from raydspy.errors import ConfigError, InputError, RaydspyError
 from raydspy.inputs import check_columns, read_examples
 from raydspy.rewards import RewardSet
 from raydspy.rollouts import records_to_table
 from raydspy.runner import RolloutRunner, program_input_fields
 from raydspy.specs import load_program, load_rewards
-from raydspy.storage import Location, StorageOptions, check_writable, resolve
-from raydspy.summary import RunSummary, read_rollouts, summarize
+from raydspy.storage import Location, StorageOptions, check_writable, resolve, write_atomic
+from raydspy.summary import RunSummary, summarize
 from raydspy.teacher import TeacherConfig
+from raydspy.validation import InputCheck, check_input, input_field_types
 
-__all__ = ["PipelineConfig", "CollectWorker", "run_pipeline"]
+__all__ = ["PipelineConfig", "CollectWorker", "RunProgress", "run_pipeline", "INVALID_DIR"]
 
 logger = logging.getLogger(__name__)
+
+#: Where ``skip_invalid`` writes the rows it skipped (ignored by rollout readers: leading ``_``).
+INVALID_DIR = "_invalid"
+
+#: The error budget is judged only once this many rollouts have finished in the run.
+BUDGET_MIN_ROLLOUTS = 20
+
+_BATCH_STATS = pa.schema([
+    ("file", pa.string()),
+    ("committed", pa.int64()),
+    ("errors", pa.int64()),
+    ("deferred", pa.int64()),
+    ("skipped", pa.int64()),
+    ("reward_sum", pa.float64()),
+    ("reward_count", pa.int64()),
+    ("completion_tokens", pa.int64()),
+    ("last_error", pa.string()),
+])
 
 
 class PipelineConfig(BaseModel):
@@ -49,21 +77,93 @@ class PipelineConfig(BaseModel):
     n: int = Field(1, ge=1, description="Rollouts per example.")
     num_actors: int = Field(2, ge=1, description="Collect actors in the pool.")
     threads_per_actor: int = Field(32, ge=1, description="Rollouts in flight per actor.")
-    batch_size: int = Field(8, ge=1, description="Examples per actor call, and per output file.")
+    batch_size: int = Field(8, ge=1, description="Examples per actor call, and per committed file.")
     actor_num_cpus: float = Field(0.25, gt=0, description="Logical CPUs each actor reserves (it mostly waits on HTTP).")
     id_field: str | None = Field(None, description="Column holding example ids; else ids hash each example.")
     limit: int | None = Field(None, ge=1, description="Use only the first LIMIT examples.")
     dry_run: bool = Field(False, description="Format prompts only; call no LM.")
+    max_error_rate: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Stop the run (resumably) once more than this share of its finished rollouts failed "
+        f"(error rows and rollouts the teacher never answered), judged after {BUDGET_MIN_ROLLOUTS}. 1.0: never stop.",
+    )
+    skip_invalid: bool = Field(
+        False, description=f"Skip invalid input rows, listing them under {INVALID_DIR}/, instead of refusing to start."
+    )
     storage: StorageOptions = Field(default_factory=StorageOptions, description="S3-compatible endpoint options.")
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+@dataclass
+class RunProgress:
+    """The run so far, as the driver sees it (passed to ``on_progress`` after each batch).
+
+    Attributes:
+        planned: rollouts this job consists of (valid examples × n).
+        resumed: of those, rollouts committed before this run started.
+        committed: rollouts this run committed (error rows included).
+        errors: committed rows with ``error`` set.
+        deferred: rollouts the teacher never answered (not committed; the next run does them).
+        reward_sum, reward_count: sum and count of rewards committed (for the mean).
+        completion_tokens: completion tokens of the committed rollouts.
+        files: part files this run committed.
+        last_error: the most recent failure's ``"Type: message"``.
+        started: ``time.monotonic()`` at the start of the rollouts.
+    """
+
+    planned: int
+    resumed: int
+    committed: int = 0
+    errors: int = 0
+    deferred: int = 0
+    reward_sum: float = 0.0
+    reward_count: int = 0
+    completion_tokens: int = 0
+    files: list[str] = field(default_factory=list)
+    last_error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def finished(self) -> int:
+        """Rollouts finished in this run, committed or deferred."""
+        return self.committed + self.deferred
+
+    @property
+    def remaining(self) -> int:
+        return self.planned - self.resumed - self.finished
+
+    @property
+    def mean_reward(self) -> float | None:
+        return self.reward_sum / self.reward_count if self.reward_count else None
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def error_rate(self) -> float:
+        return (self.errors + self.deferred) / self.finished if self.finished else 0.0
+
+    def add(self, stats: Mapping[str, Any]) -> None:
+        self.committed += stats["committed"]
+        self.errors += stats["errors"]
+        self.deferred += stats["deferred"]
+        self.reward_sum += stats["reward_sum"]
+        self.reward_count += stats["reward_count"]
+        self.completion_tokens += stats["completion_tokens"]
+        if stats["file"]:
+            self.files.append(stats["file"])
+        if stats["last_error"]:
+            self.last_error = stats["last_error"]
+
+
 class CollectWorker:
-    """A Ray Data actor: examples in (a pyarrow batch), rollout rows out.
+    """A Ray Data actor: a block of examples in, its rollouts committed, one row of counts out.
 
     Built once per actor: imports the program, builds the teacher LM and a thread pool that all
-    of the actor's concurrent calls share.
+    of the actor's concurrent calls share. ``excluded`` (example ids to leave out) and ``done``
+    (rollout ids already committed) may be sets or ``ObjectRef``\\ s of sets.
     """
 
     def __init__(
@@ -76,22 +176,47 @@ class CollectWorker:
         threads: int,
         id_field: str | None,
         dry_run: bool,
+        output: Location,
+        excluded: Any = frozenset(),
+        done: Any = frozenset(),
     ):
         self.n = n
-        self.runner = RolloutRunner(
-            load_program(program),
-            lm=None if dry_run else teacher.lm(),
-            adapter=teacher.adapter(),
-            rewards=RewardSet(load_rewards(rewards), reward_weights),
-            sampling=teacher.sampling,
-            id_field=id_field,
-            dry_run=dry_run,
-        )
+        self.output = output
+        self.runner = _runner(program, teacher, rewards, reward_weights, id_field, dry_run)
+        self.excluded = ray.get(excluded) if isinstance(excluded, ray.ObjectRef) else excluded
+        self.done = ray.get(done) if isinstance(done, ray.ObjectRef) else done
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="rollout")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        results = self.runner.run_many(batch.to_pylist(), self.n, executor=self.pool)
-        return records_to_table([r.record for r in results])
+        jobs = [j for j in self.runner.plan(batch.to_pylist(), self.n) if j.example_id not in self.excluded]
+        todo = [j for j in jobs if j.rollout_id not in self.done]
+        results = self.runner.run_jobs(todo, n=self.n, executor=self.pool)
+        kept = [r.record for r in results if not r.transient]
+        deferred = [r.record for r in results if r.transient]
+        path = commit_rollouts(self.output, records_to_table(kept))
+        rewards = [r.reward for r in kept if r.reward is not None]
+        errors = [r.error for r in kept + deferred if r.error]
+        tokens = sum(c.completion_tokens or 0 for r in kept for c in r.trace)
+        row = {
+            "file": path, "committed": len(kept), "errors": sum(1 for r in kept if r.error),
+            "deferred": len(deferred), "skipped": len(jobs) - len(todo), "reward_sum": float(sum(rewards)),
+            "reward_count": len(rewards), "completion_tokens": tokens, "last_error": errors[-1] if errors else None,
+        }
+        return pa.Table.from_pylist([row], schema=_BATCH_STATS)
+
+
+def _runner(program: str | dspy.Module, teacher: TeacherConfig, rewards: Any, reward_weights: Any,
+            id_field: str | None, dry_run: bool) -> RolloutRunner:
+    """The runner a worker uses; the driver builds the same one to compute rollout ids."""
+    return RolloutRunner(
+        load_program(program),
+        lm=None if dry_run else teacher.lm(),
+        adapter=teacher.adapter(),
+        rewards=RewardSet(load_rewards(rewards), reward_weights),
+        sampling=teacher.sampling,
+        id_field=id_field,
+        dry_run=dry_run,
+    )
 
 
 def run_pipeline(
@@ -101,54 +226,78 @@ def run_pipeline(
     *,
     rewards: str | Callable | Mapping[str, Callable] | None = None,
     reward_weights: Mapping[str, float] | None = None,
+    on_progress: Callable[[RunProgress], None] | None = None,
+    on_start: Callable[[RunProgress], None] | None = None,
 ) -> RunSummary:
-    """Collect ``config.n`` rollouts of every example at ``config.input_uri`` into ``config.output_uri``.
+    """Collect ``config.n`` rollouts of every example at ``config.input_uri`` into ``config.output_uri``,
+    or, when that output already holds some of them, only the missing ones.
 
     Ray must already be initialised (``ray.init``): this function starts nothing process-wide.
     Everything that can be checked is checked before the first rollout: the program loads, the
-    examples are readable and have its input fields, the output is writable, the teacher answers.
+    examples are readable, have its input fields and valid values (`raydspy.validation`), the
+    output is writable, the teacher answers.
 
     Args:
         program: a ``MODULE:ATTR`` spec (imported in each actor) or a ``dspy.Module`` (pickled).
-        teacher: the endpoint and sampling parameters.
+        teacher: the endpoint, sampling parameters and retry policy.
         config: the run's layout.
         rewards: a reward spec, function, or ``{name: function}``.
         reward_weights: ``{name: weight}`` for the combined reward.
+        on_start: called once the plan is known, before the first rollout.
+        on_progress: called on the driver after each committed batch.
 
     Returns:
-        The `RunSummary` of the files this run wrote.
+        The `RunSummary` of everything committed under the output, with this run's counts
+        (``planned``, ``resumed``, ``new_rows``, ``deferred``). ``stopped`` says why a run ended
+        early: the error budget, or an interrupt (Ctrl-C, SIGTERM turned into KeyboardInterrupt);
+        either way what was committed stays, and running the same job again finishes it.
 
     Raises:
-        ConfigError: bad program or reward spec.
-        InputError: examples unreadable, empty, or lacking the program's input fields.
-        StorageError: input or output URI unusable.
+        ConfigError: bad program or reward spec, or Ray not initialised.
+        InputError: examples unreadable, empty, lacking the program's input fields, or with
+            invalid rows (unless ``skip_invalid``); the message lists the first offending rows.
+        StorageError: input or output URI unusable, or storage still failing after retries
+            (the committed rollouts stay; the run can be resumed).
         TeacherUnreachableError: the teacher does not answer or lacks the model.
     """
     if not ray.is_initialized():
         raise ConfigError("Ray is not initialised: call ray.init() (or use the raydspy CLI) first")
-    fields = program_input_fields(load_program(program))
+    loaded = load_program(program)
+    fields = program_input_fields(loaded)
     load_rewards(rewards)  # fail on a bad reward spec now, not inside every actor
     source = resolve(config.input_uri, config.storage)
     output = resolve(config.output_uri, config.storage)
     dataset = read_examples(source)
     check_columns(dataset.columns(), fields, source.uri)
     check_writable(output)
-    if not config.dry_run:
-        teacher.check_reachable()
-
+    context_length = None if config.dry_run else teacher.context_length()
     if config.limit:
         dataset = dataset.limit(config.limit)
-    rollouts = dataset.repartition(target_num_rows_per_block=config.batch_size).map_batches(
+
+    checked = check_input(
+        dataset, fields, field_types=input_field_types(loaded, fields), id_field=config.id_field,
+        max_input_tokens=context_length - teacher.max_tokens if context_length else None,
+    )
+    if checked.rows == 0:
+        raise InputError(f"no examples in {source.uri!r}", uri=source.uri)
+    invalid_file = _handle_invalid(checked, config, output, source.uri)
+
+    done = committed_rollout_ids(output)
+    runner = _runner(program, teacher, rewards, reward_weights, config.id_field, config.dry_run)
+    planned_ids = (runner.rollout_id(ex_id, i) for ex_id in checked.example_ids for i in range(config.n))
+    resumed = sum(1 for rid in planned_ids if rid in done)
+    progress = RunProgress(planned=len(checked.example_ids) * config.n, resumed=resumed)
+    logger.info("%d rollouts planned, %d already committed under %s", progress.planned, resumed, output.uri)
+    if on_start is not None:
+        on_start(progress)
+
+    stats = dataset.repartition(target_num_rows_per_block=config.batch_size).map_batches(
         CollectWorker,
         fn_constructor_kwargs={
-            "program": program,
-            "teacher": teacher,
-            "rewards": rewards,
-            "reward_weights": reward_weights,
-            "n": config.n,
-            "threads": config.threads_per_actor,
-            "id_field": config.id_field,
-            "dry_run": config.dry_run,
+            "program": program, "teacher": teacher, "rewards": rewards, "reward_weights": reward_weights,
+            "n": config.n, "threads": config.threads_per_actor, "id_field": config.id_field,
+            "dry_run": config.dry_run, "output": output,
+            "excluded": ray.put(frozenset(checked.invalid_ids)), "done": ray.put(frozenset(done)),
         },
         batch_size=None,  # one call per block: the repartition above sized them
         batch_format="pyarrow",
@@ -162,19 +311,74 @@ def run_pipeline(
         ),
         num_cpus=config.actor_num_cpus,
     )
-    before = set(_parquet_files(output))
-    started = time.perf_counter()
-    rollouts.write_parquet(output.path, filesystem=output.filesystem)
-    elapsed = time.perf_counter() - started
-    files = sorted(set(_parquet_files(output)) - before)
-    table = read_rollouts(output, files) if files else records_to_table([])
-    return summarize(table, elapsed_s=elapsed, files=files, output_uri=output.uri)
+    stopped = _follow(stats, progress, config, on_progress) if progress.remaining > 0 else None
+    files = committed_files(output)
+    table, duplicates = read_committed(output, files)
+    summary = summarize(table, elapsed_s=progress.elapsed_s, files=files, output_uri=output.uri)
+    return replace(
+        summary, planned=progress.planned, resumed=progress.resumed, new_rows=progress.committed,
+        deferred=progress.deferred, duplicate_rows=duplicates, invalid_rows=len(checked.invalid),
+        invalid_file=invalid_file, stopped=stopped,
+    )
 
 
-def _parquet_files(location: Location) -> list[str]:
-    selector = pafs.FileSelector(location.path, recursive=True, allow_not_found=True)
-    return [
-        f.path
-        for f in location.filesystem.get_file_info(selector)
-        if f.type == pafs.FileType.File and f.path.endswith(".parquet")
-    ]
+def _follow(stats: ray.data.Dataset, progress: RunProgress, config: PipelineConfig,
+            on_progress: Callable[[RunProgress], None] | None) -> str | None:
+    """Drive the run, batch by batch; returns why it stopped early, or None when it finished."""
+    try:
+        for batch in stats.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for row in batch.to_pylist():
+                progress.add(row)
+            if on_progress is not None:
+                on_progress(progress)
+            if progress.finished >= BUDGET_MIN_ROLLOUTS and progress.error_rate > config.max_error_rate:
+                reason = (f"error budget exceeded: {progress.errors + progress.deferred} of {progress.finished} "
+                          f"rollouts failed (max {config.max_error_rate:.0%}); last: {progress.last_error}")
+                logger.error("%s. Stopping; run the same job again to resume.", reason)
+                return reason
+    except KeyboardInterrupt:
+        logger.warning("interrupted: %d rollouts committed; run the same job again to resume", progress.committed)
+        return "interrupted"
+    except ray.exceptions.RayError as e:
+        cause = _root_cause(e)
+        if isinstance(cause, RaydspyError):
+            raise type(cause)(f"{cause} ({progress.committed} rollouts committed by this run stay; "
+                              "run the same job again to resume)") from e
+        raise
+    return None
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The user-code exception inside Ray's wrappers (RayTaskError, UserCodeException)."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = error.__cause__ or getattr(error, "cause", None)
+        if inner is None or inner is error:
+            break
+        error = inner
+    return error
+
+
+def _handle_invalid(checked: InputCheck, config: PipelineConfig, output: Location, where: str) -> str | None:
+    """Refuse invalid rows, or with ``skip_invalid`` list them in a JSON Lines file and go on.
+
+    Returns:
+        The invalid-rows file written, or None.
+
+    Raises:
+        InputError: invalid rows and no ``skip_invalid``; or every row invalid.
+    """
+    if not checked.invalid:
+        return None
+    if not config.skip_invalid:
+        raise InputError(f"examples in {where!r}: {checked.summary()}. Fix them, or pass --skip-invalid to "
+                         f"list them under {INVALID_DIR}/ in the output and run the rest", uri=where)
+    if not checked.example_ids:
+        raise InputError(f"examples in {where!r}: every row is invalid: {checked.summary()}", uri=where)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    lines = [json.dumps({"row": r.row, "example_id": r.example_id, "reason": r.reason, "example": r.example},
+                        default=str, ensure_ascii=False) for r in checked.invalid]
+    path = write_atomic(output.child(INVALID_DIR), f"invalid-rows-{stamp}.jsonl", ("\n".join(lines) + "\n").encode())
+    logger.warning("skipping %s; listed in %s", checked.summary(), path)
+    return path

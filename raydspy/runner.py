@@ -32,11 +32,12 @@ import dspy
 from raydspy.dry_run import DryRunHalt, DryRunLM
 from raydspy.errors import ConfigError, InputError
 from raydspy.identity import example_id, program_hash, rollout_id
+from raydspy.retries import is_transient_lm_error
 from raydspy.rewards import RewardSet
 from raydspy.rollouts import RolloutRecord
 from raydspy.tracing import TraceRecorder, describe_error, predictor_names
 
-__all__ = ["RolloutRunner", "RolloutResult", "program_input_fields", "check_examples"]
+__all__ = ["RolloutRunner", "RolloutResult", "RolloutJob", "program_input_fields", "check_examples"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +112,25 @@ def check_examples(examples: Sequence[Mapping[str, Any]], fields: Sequence[str],
 
 @dataclass
 class RolloutResult:
-    """A rollout's row and, for in-process callers, the prediction itself (None if it failed)."""
+    """A rollout's row and, for in-process callers, the prediction itself (None if it failed).
+
+    ``transient`` is True when the rollout failed because the teacher could not be reached (after
+    the LM's retries): running it again later may succeed, so the pipeline does not commit it.
+    """
 
     record: RolloutRecord
     prediction: dspy.Prediction | None
+    transient: bool = False
+
+
+@dataclass(frozen=True)
+class RolloutJob:
+    """One rollout to run: an example, its id, a rollout index, and the rollout's id."""
+
+    example: Mapping[str, Any]
+    example_id: str
+    rollout_index: int
+    rollout_id: str
 
 
 class RolloutRunner:
@@ -167,6 +183,7 @@ class RolloutRunner:
         """Run rollout ``rollout_index`` of ``example``; never raises for a failed rollout."""
         example = dict(example)
         ex_id = example_id_ or example_id(example, self.id_field)
+        failure: Exception | None = None
         recorder = TraceRecorder(self._names)
         lm = self._rollout_lm(rollout_index)
         lm.callbacks = [*lm.callbacks, recorder]  # the copy's own list: no other rollout sees it
@@ -180,13 +197,13 @@ class RolloutRunner:
         except DryRunHalt:
             pass
         except Exception as e:  # noqa: BLE001 - a failed rollout is a row, not a crashed run
-            error = describe_error(e)
+            error, failure = describe_error(e), e
         recorder.finish(failed=error is not None)
         if self.dry_run:
             self._report_unreached(recorder)
         scored = self.rewards.score(example, outputs, recorder.calls) if not self.dry_run else None
         record = RolloutRecord(
-            rollout_id=rollout_id(self.program_hash, ex_id, rollout_index, self.teacher, self.sampling),
+            rollout_id=self.rollout_id(ex_id, rollout_index),
             example_id=ex_id,
             rollout_index=rollout_index,
             inputs=example,
@@ -199,7 +216,12 @@ class RolloutRunner:
             program_hash=self.program_hash,
             teacher=self.teacher,
         )
-        return RolloutResult(record, prediction if error is None else None)
+        return RolloutResult(record, prediction if error is None else None, is_transient_lm_error(failure))
+
+    def rollout_id(self, example_id_: str, rollout_index: int) -> str:
+        """The id rollout ``rollout_index`` of example ``example_id_`` gets from this runner
+        (`raydspy.identity.rollout_id` of its program, teacher and sampling)."""
+        return rollout_id(self.program_hash, example_id_, rollout_index, self.teacher, self.sampling)
 
     @property
     def teacher(self) -> str:
@@ -217,6 +239,15 @@ class RolloutRunner:
         return base.copy(rollout_id=rollout_index, **self.sampling)
 
     # -- many rollouts ---------------------------------------------------------------------
+
+    def plan(self, examples: Sequence[Mapping[str, Any]], n: int) -> list[RolloutJob]:
+        """The ``len(examples) * n`` rollouts of ``examples``, example-major (example 0's
+        rollouts 0 … n-1 first), each with its deterministic id."""
+        jobs = []
+        for example in examples:
+            ex_id = example_id(example, self.id_field)
+            jobs.extend(RolloutJob(example, ex_id, i, self.rollout_id(ex_id, i)) for i in range(n))
+        return jobs
 
     def run_many(
         self,
@@ -244,17 +275,38 @@ class RolloutRunner:
             InputError: an example lacks a field the program takes (before any LM call).
             ConfigError: ``n`` or ``num_threads`` is below 1, or no LM is configured.
         """
-        if n < 1 or num_threads < 1:
-            raise ConfigError(f"n and num_threads must be >= 1, got n={n}, num_threads={num_threads}")
+        if n < 1:
+            raise ConfigError(f"n must be >= 1, got n={n}")
         check_examples(examples, self.input_fields)
+        return self.run_jobs(self.plan(examples, n), n=n, num_threads=num_threads, executor=executor,
+                             on_result=on_result)
+
+    def run_jobs(
+        self,
+        jobs: Sequence[RolloutJob],
+        *,
+        n: int = 1,
+        num_threads: int = 8,
+        executor: Executor | None = None,
+        on_result: Callable[[RolloutResult], None] | None = None,
+    ) -> list[RolloutResult]:
+        """Run planned rollouts (`plan`, perhaps with some left out); results in ``jobs`` order.
+
+        ``n`` is only used to warn when n > 1 samples at temperature 0 will be identical.
+
+        Raises:
+            ConfigError: ``num_threads`` is below 1, or no LM is configured.
+        """
+        if num_threads < 1:
+            raise ConfigError(f"num_threads must be >= 1, got num_threads={num_threads}")
+        if not jobs:
+            return []
         if not self.dry_run:
             self._rollout_lm(0)  # fail now, not once per rollout, when no LM is configured
             self._warn_identical_samples(n)
-        ids = [example_id(ex, self.id_field) for ex in examples]
-        jobs = [(ex, ex_id, i) for ex, ex_id in zip(examples, ids) for i in range(n)]
 
-        def work(job: tuple[Mapping[str, Any], str, int]) -> RolloutResult:
-            result = self.run(job[0], job[2], example_id_=job[1])
+        def work(job: RolloutJob) -> RolloutResult:
+            result = self.run(job.example, job.rollout_index, example_id_=job.example_id)
             if on_result is not None:
                 on_result(result)
             return result

@@ -53,6 +53,10 @@ class Location:
         """The path of ``parts`` under this location, in the filesystem's own syntax."""
         return "/".join([self.path.rstrip("/"), *parts])
 
+    def child(self, name: str) -> "Location":
+        """The location of the folder (or prefix) ``name`` under this one."""
+        return Location(f"{self.uri.rstrip('/')}/{name}", self.filesystem, self.join(name))
+
 
 def resolve(uri: str, options: StorageOptions | None = None) -> Location:
     """Resolve ``uri`` to a filesystem and a path.

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
-from raydspy.rollouts import ROLLOUT_SCHEMA
+from raydspy.commits import read_committed
 from raydspy.storage import Location
 
 __all__ = ["RunSummary", "summarize", "read_rollouts"]
@@ -31,6 +30,14 @@ class RunSummary:
         elapsed_s: wall time of the run (set by the caller; 0 when unknown).
         files: the files counted.
         output_uri: where they are.
+        planned: rollouts the run was asked for (valid examples × n); None outside a pipeline run.
+        resumed: of those, rollouts already committed before the run started (not run again).
+        new_rows: rollouts this run committed.
+        deferred: rollouts that failed on an unreachable teacher and were not committed; the
+            next run with the same output does them.
+        duplicate_rows: repeated rollout ids dropped when reading (should be 0).
+        invalid_rows: input rows skipped as invalid (``skip_invalid``), listed in ``invalid_file``.
+        stopped: why the run stopped before finishing (error budget, interrupted), else None.
     """
 
     rows: int = 0
@@ -43,10 +50,29 @@ class RunSummary:
     elapsed_s: float = 0.0
     files: list[str] = field(default_factory=list)
     output_uri: str = ""
+    planned: int | None = None
+    resumed: int = 0
+    new_rows: int | None = None
+    deferred: int = 0
+    duplicate_rows: int = 0
+    invalid_rows: int = 0
+    invalid_file: str | None = None
+    stopped: str | None = None
 
     @property
     def rollouts_per_s(self) -> float | None:
-        return self.rows / self.elapsed_s if self.elapsed_s > 0 else None
+        """Rollouts this run made per second of its wall time."""
+        made = self.rows if self.new_rows is None else self.new_rows
+        return made / self.elapsed_s if self.elapsed_s > 0 else None
+
+    @property
+    def missing(self) -> int | None:
+        """Planned rollouts not committed yet (0 when the output is complete)."""
+        return None if self.planned is None else self.planned - self.resumed - (self.new_rows or 0)
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped is None and not self.missing
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -61,15 +87,27 @@ class RunSummary:
             "rollouts_per_s": self.rollouts_per_s,
             "files": len(self.files),
             "output_uri": self.output_uri,
+            "planned": self.planned,
+            "resumed": self.resumed,
+            "new_rows": self.new_rows,
+            "deferred": self.deferred,
+            "missing": self.missing,
+            "duplicate_rows": self.duplicate_rows,
+            "invalid_rows": self.invalid_rows,
+            "invalid_file": self.invalid_file,
+            "stopped": self.stopped,
+            "complete": self.complete,
         }
 
 
 def read_rollouts(location: Location, files: list[str] | None = None) -> pa.Table:
-    """Every rollout row under ``location`` (or only ``files``), as one `ROLLOUT_SCHEMA` table."""
-    source = files if files is not None else location.path
-    dataset = pads.dataset(source, filesystem=location.filesystem, format="parquet", schema=ROLLOUT_SCHEMA,
-                           exclude_invalid_files=False, ignore_prefixes=[".", "_"])
-    return dataset.to_table()
+    """Every committed rollout row under ``location`` (or in ``files``), one per rollout id, as
+    one `ROLLOUT_SCHEMA` table (see `raydspy.commits.read_committed`).
+
+    Raises:
+        StorageError: the files cannot be listed or read.
+    """
+    return read_committed(location, files)[0]
 
 
 def summarize(table: pa.Table, *, elapsed_s: float = 0.0, files: list[str] | None = None, output_uri: str = "") -> RunSummary:

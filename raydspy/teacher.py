@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raydspy.adapters import StructuredOutputAdapter
 from raydspy.errors import TeacherUnreachableError
+from raydspy.retries import RetryingLM, RetryPolicy
 
 __all__ = ["TeacherConfig", "DEFAULT_TEACHER_URL", "EMBEDDED_TEACHER_MODEL"]
 
@@ -38,21 +39,25 @@ class TeacherConfig(BaseModel):
         "so every completion parses even from a small teacher. Uses JSONAdapter prompts.",
     )
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
-    num_retries: int = Field(3, ge=0, description="Retries of a failed request (litellm, exponential back-off).")
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy,
+        description="Retries of time-outs, refused or dropped connections, 429 and 5xx: exponential "
+        "back-off with full jitter, bounded in attempts and seconds.",
+    )
 
     @property
     def sampling(self) -> dict[str, Any]:
         """Request parameters that change the samples; part of every rollout id."""
         return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
-    def lm(self) -> dspy.LM:
-        """A ``dspy.LM`` for this teacher (through litellm's OpenAI-compatible client)."""
-        return dspy.LM(
+    def lm(self) -> RetryingLM:
+        """A ``dspy.LM`` for this teacher (OpenAI-compatible client) that retries under ``retry``."""
+        return RetryingLM(
             f"openai/{self.model}",
             api_base=self.base_url,
             api_key=self.api_key,
             timeout=self.timeout_s,
-            num_retries=self.num_retries,
+            retry_policy=self.retry,
             **self.sampling,
         )
 
@@ -61,8 +66,12 @@ class TeacherConfig(BaseModel):
         else None (the program's own, ChatAdapter by default)."""
         return StructuredOutputAdapter() if self.structured_outputs else None
 
-    def check_reachable(self, timeout_s: float = 10.0) -> None:
+    def check_reachable(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """Fail fast, before any rollout, when the endpoint is down or lacks the model.
+
+        Returns:
+            The model's entry in ``{base_url}/models`` (vLLM adds ``max_model_len``, the context
+            length in tokens).
 
         Raises:
             TeacherUnreachableError: no answer from ``{base_url}/models``, an HTTP error, or
@@ -72,13 +81,19 @@ class TeacherConfig(BaseModel):
         try:
             response = httpx.get(url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=timeout_s)
             response.raise_for_status()
-            served = [m.get("id") for m in response.json().get("data", [])]
+            models = {m.get("id"): m for m in response.json().get("data", [])}
         except (httpx.HTTPError, ValueError) as e:
             raise TeacherUnreachableError(
                 f"teacher unreachable at {self.base_url}: {type(e).__name__}: {e}. Start one with "
                 "`raydspy teacher up` (or `serve run serve_configs/teacher-cpu.yaml`), or pass --teacher-url"
             ) from e
-        if self.model not in served:
+        if self.model not in models:
             raise TeacherUnreachableError(
-                f"teacher at {self.base_url} does not serve model {self.model!r}; it serves {served}"
+                f"teacher at {self.base_url} does not serve model {self.model!r}; it serves {list(models)}"
             )
+        return models[self.model]
+
+    def context_length(self, timeout_s: float = 10.0) -> int | None:
+        """The teacher's context length in tokens, when the endpoint reports it (vLLM does)."""
+        length = self.check_reachable(timeout_s).get("max_model_len")
+        return int(length) if isinstance(length, int) and length > 0 else None
