@@ -20,13 +20,14 @@ retries) are not committed: re-running the same job does them, and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import dspy
 import pyarrow as pa
@@ -267,17 +268,18 @@ def run_pipeline(
     load_rewards(rewards)  # fail on a bad reward spec now, not inside every actor
     source = resolve(config.input_uri, config.storage)
     output = resolve(config.output_uri, config.storage)
-    dataset = read_examples(source)
-    check_columns(dataset.columns(), fields, source.uri)
+    with _reading(source):
+        dataset = read_examples(source)
+        check_columns(dataset.columns(), fields, source.uri)
     check_writable(output)
     context_length = None if config.dry_run else teacher.context_length()
     if config.limit:
         dataset = dataset.limit(config.limit)
-
-    checked = check_input(
-        dataset, fields, field_types=input_field_types(loaded, fields), id_field=config.id_field,
-        max_input_tokens=context_length - teacher.max_tokens if context_length else None,
-    )
+    with _reading(source):
+        checked = check_input(
+            dataset, fields, field_types=input_field_types(loaded, fields), id_field=config.id_field,
+            max_input_tokens=context_length - teacher.max_tokens if context_length else None,
+        )
     if checked.rows == 0:
         raise InputError(f"no examples in {source.uri!r}", uri=source.uri)
     invalid_file = _handle_invalid(checked, config, output, source.uri)
@@ -346,6 +348,17 @@ def _follow(stats: ray.data.Dataset, progress: RunProgress, config: PipelineConf
                               "run the same job again to resume)") from e
         raise
     return None
+
+
+@contextlib.contextmanager
+def _reading(source: Location) -> Iterator[None]:
+    """Turn the reader's own failure (a malformed line, a column of mixed types) into an InputError."""
+    try:
+        yield
+    except ray.exceptions.RayError as e:
+        cause = _root_cause(e)
+        raise InputError(f"cannot read examples from {source.uri!r}: {type(cause).__name__}: {cause}",
+                         uri=source.uri) from e
 
 
 def _root_cause(error: BaseException) -> BaseException:

@@ -39,6 +39,11 @@ class TeacherConfig(BaseModel):
         "so every completion parses even from a small teacher. Uses JSONAdapter prompts.",
     )
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    cache: bool = Field(
+        True,
+        description="DSPy's request cache: a rollout re-run after a crash is answered from it at no cost. "
+        "Off, every call reaches the teacher.",
+    )
     retry: RetryPolicy = Field(
         default_factory=RetryPolicy,
         description="Retries of time-outs, refused or dropped connections, 429 and 5xx: exponential "
@@ -57,6 +62,7 @@ class TeacherConfig(BaseModel):
             api_base=self.base_url,
             api_key=self.api_key,
             timeout=self.timeout_s,
+            cache=self.cache,
             retry_policy=self.retry,
             **self.sampling,
         )

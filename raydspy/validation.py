@@ -104,8 +104,9 @@ def _type_problem(value: Any, annotation: Any) -> str | None:
     if annotation is bool:
         return None if isinstance(value, bool) else f"is a {type(value).__name__}, expected bool"
     if annotation is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return None if ok else f"is a {type(value).__name__}, expected int"
+        # Integral floats pass: a column of ints with a gap in it reads as doubles.
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+        return None if ok else f"is a {type(value).__name__} ({value!r}), expected int"
     if annotation is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return None if ok else f"is a {type(value).__name__}, expected float"

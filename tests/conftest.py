@@ -38,7 +38,10 @@ def ray_local():
     import ray
 
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
+             runtime_env={"env_vars": {
+                 # tests/ too: programs defined in test modules are pickled by reference.
+                 "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}",
+                 "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
     yield ray
     ray.shutdown()
 

@@ -1,0 +1,194 @@
+"""Exactly once and resumable, on a real local Ray, with a fake OpenAI server (these tests are
+about the pipeline's bookkeeping, not the LM) behind a fault-injecting proxy."""
+
+from __future__ import annotations
+
+import json
+
+import dspy
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray.data
+
+from fake_openai import FakeOpenAI
+from fault_proxy import FaultProxy
+from raydspy import InputError
+from raydspy.commits import commit_rollouts, committed_files, read_committed
+from raydspy.pipeline import INVALID_DIR, PipelineConfig, run_pipeline
+from raydspy.retries import RetryPolicy
+from raydspy.rollouts import RolloutRecord, records_to_table
+from raydspy.runner import RolloutRunner
+from raydspy.storage import resolve
+from raydspy.teacher import TeacherConfig
+from raydspy.validation import check_input, input_field_types
+
+FAST_RETRY = RetryPolicy(max_attempts=6, initial_wait_s=0.01, max_wait_s=0.05, deadline_s=30)
+
+
+class QA(dspy.Module):
+    input_fields = ["question"]
+
+    def __init__(self):
+        super().__init__()
+        self.answer = dspy.Predict("question -> answer")
+
+    def forward(self, question):
+        return self.answer(question=question)
+
+
+def _teacher(url: str, **overrides) -> TeacherConfig:
+    return TeacherConfig(**{"base_url": url, "model": "fake-model", "cache": False, "retry": FAST_RETRY, **overrides})
+
+
+def _questions(path, count: int, start: int = 0):
+    path.write_text("".join(json.dumps({"question": f"question {i}?"}) + "\n" for i in range(start, start + count)))
+    return path
+
+
+def _rows(uri: str) -> list[dict]:
+    return read_committed(resolve(uri))[0].to_pylist()
+
+
+def test_retrying_lm_rides_out_each_kind_of_fault():
+    faults = ["500", "429", "drop", "503"]
+    with FakeOpenAI({"answer": "a"}) as server, FaultProxy(server.url, lambda k: faults[k] if k < 4 else "pass") as proxy:
+        runner = RolloutRunner(QA(), lm=_teacher(proxy.url).lm())
+        result = runner.run({"question": "why?"}, 0)
+
+    assert result.record.error is None and result.prediction.answer.startswith("a")
+    assert proxy.faults == {"500": 1, "429": 1, "drop": 1, "503": 1, "pass": 1}
+    trace = result.record.trace
+    assert [c.error is not None for c in trace] == [True, True, True, True, False]  # each attempt traced
+    assert "LMServerError" in trace[0].error and "LMRateLimitError" in trace[1].error
+
+
+def test_resume_runs_only_the_missing_rollouts(ray_local, tmp_path):
+    out = str(tmp_path / "out")
+    with FakeOpenAI({"answer": "a"}) as server:
+        teacher = _teacher(server.url)
+        first = run_pipeline(QA(), teacher, PipelineConfig(
+            input_uri=str(_questions(tmp_path / "q.jsonl", 12)), output_uri=out, n=2, batch_size=4, limit=5))
+        assert (first.planned, first.resumed, first.new_rows, first.complete) == (10, 0, 10, True)
+        calls_before = len(server.requests)
+
+        config = PipelineConfig(input_uri=str(tmp_path / "q.jsonl"), output_uri=out, n=2, batch_size=4)
+        second = run_pipeline(QA(), teacher, config)
+        assert (second.planned, second.resumed, second.new_rows) == (24, 10, 14)
+        assert len(server.requests) - calls_before == 14  # the missing rollouts, not one more
+
+        third = run_pipeline(QA(), teacher, config)
+        assert (third.resumed, third.new_rows, third.rows, third.complete) == (24, 0, 24, True)
+        assert len(server.requests) - calls_before == 14
+
+    rows = _rows(out)
+    assert len(rows) == 24 and len({r["rollout_id"] for r in rows}) == 24
+    assert sorted((r["inputs"], r["rollout_index"]) for r in rows) == sorted(
+        (json.dumps({"question": f"question {i}?"}), k) for i in range(12) for k in range(2))
+
+
+def test_unreachable_teacher_defers_rollouts_and_a_rerun_does_them(ray_local, tmp_path):
+    out = str(tmp_path / "out")
+    config = PipelineConfig(input_uri=str(_questions(tmp_path / "q.jsonl", 6)), output_uri=out, n=2,
+                            batch_size=3, max_error_rate=1.0)
+    fast_give_up = RetryPolicy(max_attempts=2, initial_wait_s=0.01, max_wait_s=0.02, deadline_s=5)
+    with FakeOpenAI({"answer": "a"}) as server:
+        with FaultProxy(server.url, lambda k: "503") as down:
+            summary = run_pipeline(QA(), _teacher(down.url, retry=fast_give_up), config)
+        assert (summary.new_rows, summary.deferred, summary.missing, summary.complete) == (0, 12, 12, False)
+        assert committed_files(resolve(out)) == []  # failures of the teacher are not rows
+
+        summary = run_pipeline(QA(), _teacher(server.url), config)
+    assert (summary.new_rows, summary.rows, summary.error_rows, summary.complete) == (12, 12, 0, True)
+
+
+def test_error_budget_stops_a_run_whose_teacher_is_down(ray_local, tmp_path):
+    config = PipelineConfig(input_uri=str(_questions(tmp_path / "q.jsonl", 200)), output_uri=str(tmp_path / "out"),
+                            batch_size=4, num_actors=1, threads_per_actor=4, max_error_rate=0.5)
+    fast_give_up = RetryPolicy(max_attempts=1, initial_wait_s=0.01, max_wait_s=0.01, deadline_s=1)
+    with FakeOpenAI({"answer": "a"}) as server, FaultProxy(server.url, lambda k: "500") as down:
+        summary = run_pipeline(QA(), _teacher(down.url, retry=fast_give_up), config)
+    assert summary.stopped and summary.stopped.startswith("error budget exceeded")
+    assert "LMServerError" in summary.stopped
+    assert summary.deferred < 200 and summary.rows == 0
+
+
+def test_invalid_rows_are_refused_with_their_row_numbers(ray_local, tmp_path):
+    path = tmp_path / "q.jsonl"
+    rows = [{"id": "a", "question": "fine?"}, {"id": "b", "question": ""}, {"id": "c", "question": None},
+            {"id": "a", "question": "same id?"}, {"id": "d", "question": "   "},
+            {"id": "e", "question": "x" * 4000}, {"id": "f", "question": "also fine?"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = PipelineConfig(input_uri=str(path), output_uri=str(tmp_path / "out"), id_field="id", dry_run=True)
+
+    with pytest.raises(InputError) as caught:
+        run_pipeline(QA(), TeacherConfig(), config)
+    message = str(caught.value)
+    assert message.startswith(f"examples in {str(path)!r}: 5 of 7 rows are invalid: row 0 (id a): duplicate example id (also row 3)")
+    assert "row 1 (id b): field 'question' is an empty string" in message
+    assert "row 2 (id c): field 'question' is empty (null)" in message
+    assert "--skip-invalid" in message
+    assert not committed_files(resolve(str(tmp_path / "out")))
+
+    summary = run_pipeline(QA(), TeacherConfig(), config.model_copy(update={"skip_invalid": True}))
+    assert summary.invalid_rows == 5 and summary.rows == 2  # rows 5 (4,000 chars) fits: no context known in a dry run
+    listed = [json.loads(line) for line in open(summary.invalid_file)]
+    assert [r["row"] for r in listed] == [0, 1, 2, 3, 4] and listed[3]["example"]["question"] == "same id?"
+    assert f"/{INVALID_DIR}/" in summary.invalid_file
+
+
+def test_too_long_inputs_are_invalid_against_the_teachers_context(ray_local):
+    dataset = ray.data.from_items([{"question": "short"}, {"question": "x" * 4000}])
+    checked = check_input(dataset, ["question"], max_input_tokens=512)
+    assert [r.describe() for r in checked.invalid] == [
+        f"row 1 (id {checked.invalid[0].example_id}): input is ~1000 tokens, over the 512 the teacher's context leaves"]
+
+
+def test_values_of_the_wrong_type_are_invalid(ray_local):
+    class Count(dspy.Signature):
+        items: list[str] = dspy.InputField()
+        limit: int = dspy.InputField()
+        total: int = dspy.OutputField()
+
+    program = dspy.Predict(Count)
+    types = input_field_types(program, ["items", "limit"])
+    dataset = ray.data.from_items([{"items": ["a"], "limit": 3.0}, {"items": ["b"], "limit": 2.5},
+                                   {"items": ["c"], "limit": None}, {"items": None, "limit": 1.0}])
+    checked = check_input(dataset, ["items", "limit"], field_types=types)
+    assert [(r.row, r.reason) for r in checked.invalid] == [
+        (1, "field 'limit' is a float (2.5), expected int"), (2, "field 'limit' is empty (null)"),
+        (3, "field 'items' is empty (null)")]
+    words = check_input(ray.data.from_items([{"items": ["a"], "limit": "three"}]), ["items", "limit"], field_types=types)
+    assert [r.reason for r in words.invalid] == ["field 'limit' is a str ('three'), expected int"]
+
+
+def test_unparseable_input_is_an_input_error(ray_local, tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"question": "fine"}\n{"question": ["a", "list"]}\n')
+    with pytest.raises(InputError, match=rf"cannot read examples from {str(path)!r}"):
+        run_pipeline(QA(), TeacherConfig(), PipelineConfig(input_uri=str(path), output_uri=str(tmp_path / "o"), dry_run=True))
+
+
+def _records(ids: list[str]) -> pa.Table:
+    return records_to_table([RolloutRecord(rollout_id=i, example_id="e", rollout_index=k, inputs={}, outputs={"a": 1},
+                                           trace=[], reward=None, rewards={}, error=None, dry_run=False,
+                                           program_hash="p", teacher="t") for k, i in enumerate(ids)])
+
+
+def test_a_retried_batch_replaces_its_own_file(tmp_path):
+    location = resolve(str(tmp_path))
+    first = commit_rollouts(location, _records(["r1", "r2"]))
+    again = commit_rollouts(location, _records(["r2", "r1"]))
+    assert first == again and committed_files(location) == [first]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_readers_keep_one_row_per_rollout_id(tmp_path):
+    location = resolve(str(tmp_path))
+    commit_rollouts(location, _records(["r1", "r2"]))
+    commit_rollouts(location, _records(["r2", "r3"]))
+    (tmp_path / "_invalid").mkdir()
+    pq.write_table(_records(["x"]), tmp_path / "_invalid" / "ignored.parquet")
+    (tmp_path / ".part-tmp.parquet").write_bytes(b"half a file")
+    table, dropped = read_committed(location)
+    assert sorted(table.column("rollout_id").to_pylist()) == ["r1", "r2", "r3"] and dropped == 1
