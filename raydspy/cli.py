@@ -10,7 +10,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table
 
 from raydspy.errors import RaydspyError
+from raydspy.progress import RunProgressBar
 from raydspy.storage import StorageOptions
 from raydspy.summary import RunSummary
 from raydspy.teacher import DEFAULT_TEACHER_URL, EMBEDDED_TEACHER_MODEL, TeacherConfig
@@ -41,6 +44,9 @@ examples:
 
   # the banking77 preset against a running teacher; a dry run formats prompts and calls no LM
   raydspy collect --preset banking77 --output rollouts/ --dry-run
+
+  # crashed, Ctrl-C'd, or stopped by --max-error-rate? the same command again does only the
+  # rollouts the output lacks (exit 0: complete; 3: rollouts missing; 130: interrupted)
 """
 
 
@@ -55,6 +61,9 @@ def _teacher_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--structured-outputs", action=argparse.BooleanOptionalAction, default=None,
                    help="send each signature's JSON schema so the server enforces it (vLLM structured outputs); "
                         "every completion then parses, even from a small teacher")
+    g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="DSPy's request cache: a resumed run gets calls that completed before a crash from it "
+                        "at no cost (default: on)")
 
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +75,12 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--limit", type=int, default=None, help="use only the first LIMIT examples")
     g.add_argument("--id-field", default=None, help="column holding example ids (default: ids hash each example)")
     g.add_argument("--dry-run", action="store_true", help="format every prompt with the program's adapter; call no LM")
+    g.add_argument("--max-error-rate", type=float, default=0.5,
+                   help="stop (resumably) once more than this share of the run's rollouts failed, e.g. a teacher "
+                        "that is down; 1 never stops (default: %(default)s)")
+    g.add_argument("--skip-invalid", action="store_true",
+                   help="skip invalid input rows (empty or mistyped fields, duplicate ids, too long), listing them "
+                        "under OUTPUT/_invalid/, instead of refusing to start")
     g.add_argument("--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL"),
                    help="endpoint of an S3-compatible store, e.g. http://127.0.0.1:9000 (default: $AWS_ENDPOINT_URL)")
     g.add_argument("--ray-address", default=None,
@@ -124,8 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_on_sigterm() -> None:
+    """``ray job stop`` and Kubernetes send SIGTERM: stop as Ctrl-C does, leaving a resumable output."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _stop_on_sigterm()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         # Serve logs every deployment option at INFO; Ray Data's progress lines stay visible.
@@ -170,16 +192,24 @@ def _collect(args: argparse.Namespace, *, preset_defaults: dict | None = None) -
         limit=args.limit,
         id_field=args.id_field,
         dry_run=args.dry_run,
+        max_error_rate=args.max_error_rate,
+        skip_invalid=args.skip_invalid,
         storage=StorageOptions(s3_endpoint_url=args.s3_endpoint),
     )
     _init_ray(args.ray_address, args.num_cpus)
     console.print(f"collecting: program [bold]{program}[/], input {input_uri}, n={config.n}, "
                   f"teacher {teacher.model} at {teacher.base_url}" + (" [dim](dry run)[/]" if config.dry_run else ""))
-    summary = run_pipeline(program, teacher, config, rewards=rewards)
+    with RunProgressBar(console) as bar:
+        summary = run_pipeline(program, teacher, config, rewards=rewards, on_start=bar.start, on_progress=bar.update)
     _print_summary(summary, dry_run=config.dry_run)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary.as_dict(), indent=2))
-    return 0
+    if summary.complete:
+        return 0
+    console.print(f"[yellow]incomplete:[/] {summary.missing} of {summary.planned} rollouts missing"
+                  + (f" ({summary.stopped})" if summary.stopped else "")
+                  + ". Run the same command again to do only those.")
+    return 130 if summary.stopped == "interrupted" else 3
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -248,6 +278,7 @@ def _teacher(args: argparse.Namespace, settings: dict) -> TeacherConfig:
         temperature=pick("temperature", 1.0),
         max_tokens=pick("max_tokens", 256),
         structured_outputs=pick("structured_outputs", False),
+        cache=args.cache,
     )
 
 
@@ -268,7 +299,15 @@ def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
         return "n/a" if x is None else f"{100 * x:.1f} %"
 
     table = Table(title="raydspy run summary", show_header=False)
-    table.add_row("rows written", str(summary.rows))
+    if summary.planned is not None:
+        table.add_row("rollouts planned", f"{summary.planned}  ({summary.resumed} already committed, "
+                                          f"{summary.new_rows} made now, {summary.missing} missing)")
+    if summary.deferred:
+        table.add_row("teacher failures", f"{summary.deferred} rollouts not answered after retries (not written)")
+    if summary.invalid_rows:
+        table.add_row("invalid input rows", f"{summary.invalid_rows} skipped, listed in {summary.invalid_file}")
+    table.add_row("rows in output", str(summary.rows) + (f"  ({summary.duplicate_rows} duplicates ignored)"
+                                                         if summary.duplicate_rows else ""))
     errors = ", ".join(f"{k}: {v}" for k, v in summary.errors_by_type.items())
     table.add_row("rows with errors", f"{summary.error_rows}" + (f"  ({errors})" if errors else ""))
     if not dry_run:
@@ -280,8 +319,9 @@ def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
     rate = summary.rollouts_per_s
     table.add_row("rollouts per second", "n/a" if rate is None else f"{rate:.2f}  ({summary.elapsed_s:.1f} s)")
     table.add_row("files", f"{len(summary.files)} Parquet files in {summary.output_uri}")
+    if summary.stopped:
+        table.add_row("stopped", summary.stopped)
     Console().print(table)
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,13 +25,13 @@ class DryRunHalt(Exception):
 
 
 class DryRunLM(dspy.BaseLM):
-    """An LM that never calls a model. Calling it raises `DryRunHalt` after the callbacks (and so
-    the trace) have seen the formatted messages."""
+    """An LM that never calls a model. Calling it raises `DryRunHalt` after the trace recorder
+    (and any callbacks) have seen the formatted messages."""
 
     def __init__(self, model: str = "dry-run"):
         super().__init__(model=model, model_type="chat", temperature=0.0, max_tokens=1)
 
-    @with_callbacks
+    @with_callbacks  # other callbacks (the user's) see the formatted prompt too
     def __call__(self, prompt: str | None = None, *, messages: list[dict[str, Any]] | None = None, **kwargs: Any):
         raise DryRunHalt("dry run: prompt formatted, no LM called")
 
@@ -43,4 +43,4 @@ class DryRunLM(dspy.BaseLM):
         raise DryRunHalt("dry run: no LM called")
 
     def copy(self, **kwargs: Any) -> "DryRunLM":
-        return DryRunLM(self.model)  # a fresh one: each rollout installs its own trace callback
+        return DryRunLM(self.model)  # a fresh one: each rollout attaches its own trace recorder

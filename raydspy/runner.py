@@ -8,7 +8,7 @@ Per rollout the runner:
 1. calls a private copy of the teacher LM, ``lm.copy(rollout_id=i, **sampling)``: with DSPy's
    cache on, each rollout index is its own cache key, so n rollouts are n real samples (and a
    re-run of the same rollout is a cache hit, not a second bill);
-2. installs a `TraceRecorder` on that LM copy and on a copy of the adapter, both handed to the
+2. attaches a `TraceRecorder` to that LM copy and to a copy of the adapter, both handed to the
    program through ``dspy.context`` (thread-local), so no other rollout's calls reach the trace;
 3. runs the program; an exception (a parse failure, an HTTP error, a bug in the program) becomes
    the row's ``error`` and the run goes on;
@@ -185,8 +185,7 @@ class RolloutRunner:
         ex_id = example_id_ or example_id(example, self.id_field)
         failure: Exception | None = None
         recorder = TraceRecorder(self._names)
-        lm = self._rollout_lm(rollout_index)
-        lm.callbacks = [*lm.callbacks, recorder]  # the copy's own list: no other rollout sees it
+        lm = recorder.attach(self._rollout_lm(rollout_index))  # the rollout's own copy
         adapter = copy.copy(self.adapter or dspy.settings.adapter or dspy.ChatAdapter())
         recorder.watch_parse(adapter)
         prediction, outputs, error = None, None, None

@@ -95,7 +95,7 @@ def test_cli_collect_prints_the_summary(teacher, tmp_path, capsys):
                  "--summary-json", str(tmp_path / "summary.json")])
     assert code == 0
     out = capsys.readouterr().out
-    for line in ("rows written", "rows with errors", "mean reward", "format compliance", "rollouts per second"):
+    for line in ("rollouts planned", "rows in output", "rows with errors", "mean reward", "format compliance", "rollouts per second"):
         assert line in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rows"] == 4 and summary["files"] >= 1

@@ -58,9 +58,8 @@ def test_retrying_lm_rides_out_each_kind_of_fault():
 
     assert result.record.error is None and result.prediction.answer.startswith("a")
     assert proxy.faults == {"500": 1, "429": 1, "drop": 1, "503": 1, "pass": 1}
-    trace = result.record.trace
-    assert [c.error is not None for c in trace] == [True, True, True, True, False]  # each attempt traced
-    assert "LMServerError" in trace[0].error and "LMRateLimitError" in trace[1].error
+    [call] = result.record.trace  # one LM call, answered on its fifth attempt
+    assert call.error is None and call.completion.startswith("[[ ## answer ## ]]")
 
 
 def test_resume_runs_only_the_missing_rollouts(ray_local, tmp_path):
