@@ -1,0 +1,187 @@
+"""The pipeline against the teacher's limit and against its peers, side by side in one run.
+
+Every contender sends the same banking77 prompts (the exact messages and JSON schema the program
+sends, formatted once by a dry run) to the same vLLM teacher on Ray Serve, with DSPy's cache off:
+
+    limit        an async OpenAI-compatible client at 16, 64 and 128 requests in flight (the best is "the limit")
+    pipeline     raydspy's Ray Data pipeline (the full program: parse, rewards, commit to Parquet)
+    parallel-8   dspy.Parallel, 8 threads (the seed's way)
+    parallel-64  dspy.Parallel, 64 threads
+    ray-data-llm ray.data.llm's HttpRequestProcessorConfig sending the formatted requests (no DSPy)
+    actors-k     the pipeline with k = 1, 2, 4, 8 Collect actors (8 threads each)
+
+Results are generated tokens/s and requests/s, and each one's ratio to the limit measured in the
+same run. Ray and the teacher are started here (minutes on first start; the teacher file lock is
+taken, so no test session's teacher runs beside it).
+
+    .venv/bin/python benchmarks/teacher_bench.py [--requests 96] [--out benchmarks/results/teacher.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dspy  # noqa: E402
+import httpx  # noqa: E402
+
+from raydspy.adapters import response_format_for  # noqa: E402
+from raydspy.pipeline import PipelineConfig, run_pipeline  # noqa: E402
+from raydspy.programs import banking77  # noqa: E402
+from raydspy.runner import RolloutRunner  # noqa: E402
+from raydspy.teacher import TeacherConfig  # noqa: E402
+
+PROGRAM = "raydspy.programs.banking77:program"
+REWARDS = "raydspy.programs.banking77:rewards"
+
+
+@dataclass
+class Measure:
+    name: str
+    requests: int
+    seconds: float
+    completion_tokens: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.seconds
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds
+
+    def row(self, limit: "Measure | None") -> dict:
+        return {**asdict(self), "tokens_per_s": round(self.tokens_per_s, 1), "requests_per_s": round(self.requests_per_s, 3),
+                "ratio_to_limit": round(self.tokens_per_s / limit.tokens_per_s, 3) if limit else None}
+
+
+def formatted_requests(examples: list[dict], teacher: TeacherConfig) -> list[dict]:
+    """The chat-completions bodies the program sends for ``examples`` (a dry run formats them)."""
+    program = banking77.program()
+    runner = RolloutRunner(program, adapter=teacher.adapter(), dry_run=True)
+    signature = program.predictors()[0].signature  # ChainOfThought's: reasoning, then the label
+    bodies = []
+    for result in runner.run_many(examples, 1, num_threads=2):
+        bodies.append({"model": teacher.model, "messages": result.record.trace[0].messages,
+                       "response_format": response_format_for(signature), **teacher.sampling})
+    return bodies
+
+
+async def _limit(bodies: list[dict], url: str, concurrency: int) -> Measure:
+    semaphore = asyncio.Semaphore(concurrency)
+    tokens = 0
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def one(body: dict) -> None:
+            nonlocal tokens
+            async with semaphore:
+                response = await client.post(f"{url}/chat/completions", json=body)
+                response.raise_for_status()
+                tokens += response.json()["usage"]["completion_tokens"]
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(b) for b in bodies))
+        return Measure(f"limit-{concurrency}", len(bodies), time.perf_counter() - started, tokens)
+
+
+def limit(bodies: list[dict], teacher: TeacherConfig, concurrency: int) -> Measure:
+    return asyncio.run(_limit(bodies, teacher.base_url, concurrency))
+
+
+def pipeline(input_csv: str, teacher: TeacherConfig, count: int, *, actors: int = 2, threads: int = 32,
+             name: str = "pipeline") -> Measure:
+    with tempfile.TemporaryDirectory() as out:
+        config = PipelineConfig(input_uri=input_csv, output_uri=out, n=1, limit=count, num_actors=actors,
+                                threads_per_actor=threads, batch_size=4, max_error_rate=1.0)
+        started = time.perf_counter()
+        summary = run_pipeline(PROGRAM, teacher, config, rewards=REWARDS)
+        return Measure(name, summary.rows, time.perf_counter() - started, summary.completion_tokens)
+
+
+def parallel(examples: list[dict], teacher: TeacherConfig, threads: int) -> Measure:
+    program, lm = banking77.program(), teacher.lm()
+    batch = [(program, {"text": ex["text"]}) for ex in examples]
+    with dspy.context(lm=lm, adapter=teacher.adapter()):
+        started = time.perf_counter()
+        dspy.Parallel(num_threads=threads, disable_progress_bar=True, max_errors=len(batch))(batch)
+        seconds = time.perf_counter() - started
+    tokens = sum((h.get("usage") or {}).get("completion_tokens", 0) for h in lm.history)
+    return Measure(f"parallel-{threads}", len(batch), seconds, tokens)
+
+
+def ray_data_llm(bodies: list[dict], teacher: TeacherConfig, concurrency: int) -> Measure:
+    import ray.data
+    from ray.data.llm import HttpRequestProcessorConfig, build_processor
+
+    config = HttpRequestProcessorConfig(url=f"{teacher.base_url}/chat/completions", concurrency=concurrency, batch_size=8)
+    processor = build_processor(
+        config,
+        preprocess=lambda row: {"payload": json.loads(row["body"])},
+        postprocess=lambda row: {"tokens": row["http_response"]["usage"]["completion_tokens"]},
+    )
+    dataset = ray.data.from_items([{"body": json.dumps(b)} for b in bodies])
+    started = time.perf_counter()
+    rows = processor(dataset).take_all()
+    return Measure(f"ray-data-llm-{concurrency}", len(rows), time.perf_counter() - started, sum(r["tokens"] for r in rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=96, help="requests (rollouts) per contender")
+    parser.add_argument("--out", default="benchmarks/results/teacher.json")
+    parser.add_argument("--skip-scaling", action="store_true")
+    args = parser.parse_args()
+
+    import ray
+    from filelock import FileLock
+    from ray import serve
+
+    from raydspy.serving import SERVE_CONFIGS, deploy_serve_config, wait_for_teacher
+
+    teacher = TeacherConfig(structured_outputs=True, temperature=1.0, max_tokens=192, cache=False)
+    work = Path(tempfile.mkdtemp())
+    input_csv = str(banking77.write_sample(work / "in.csv", size=args.requests, seed=7))
+    import csv
+
+    examples = list(csv.DictReader(open(input_csv)))
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                                       "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
+    results: list[Measure] = []
+    with FileLock(Path(tempfile.gettempdir()) / "raydspy-teacher.lock"):
+        deploy_serve_config(SERVE_CONFIGS / "teacher-cpu.yaml")
+        wait_for_teacher(teacher)
+        bodies = formatted_requests(examples, teacher)
+        limit(bodies[:32], teacher, 32)  # warm-up: compiled graphs, prefix cache
+        steps = [
+            lambda: limit(bodies, teacher, 16), lambda: limit(bodies, teacher, 64), lambda: limit(bodies, teacher, 128),
+            lambda: pipeline(input_csv, teacher, args.requests),
+            lambda: parallel(examples, teacher, 8), lambda: parallel(examples, teacher, 64),
+            lambda: ray_data_llm(bodies, teacher, 8),
+        ]
+        if not args.skip_scaling:
+            steps += [lambda k=k: pipeline(input_csv, teacher, args.requests, actors=k, threads=8, name=f"actors-{k}")
+                      for k in (1, 2, 4, 8)]
+        for step in steps:
+            measure = step()
+            results.append(measure)
+            print(f"{measure.name:16s} {measure.requests:4d} req  {measure.seconds:7.1f} s  "
+                  f"{measure.tokens_per_s:7.1f} tok/s  {measure.requests_per_s:6.2f} req/s", flush=True)
+        serve.shutdown()
+    best = max((m for m in results if m.name.startswith("limit-")), key=lambda m: m.tokens_per_s)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({
+        "date": time.strftime("%Y-%m-%d"), "requests": args.requests, "teacher": teacher.model_dump(mode="json"),
+        "limit": best.name, "results": [m.row(best) for m in results]}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
