@@ -14,7 +14,7 @@ from typing import Any
 import dspy
 from dspy.adapters.json_adapter import _get_structured_outputs_response_format
 
-__all__ = ["StructuredOutputAdapter", "response_format_for"]
+__all__ = ["StructuredOutputAdapter", "PlainJSONAdapter", "response_format_for"]
 
 
 def response_format_for(signature: type[dspy.Signature]) -> dict[str, Any]:
@@ -46,3 +46,20 @@ class StructuredOutputAdapter(dspy.JSONAdapter):
 
     def _prepare_response_format(self, lm: dspy.BaseLM, lm_kwargs: dict[str, Any], signature: type[dspy.Signature]) -> None:
         lm_kwargs["response_format"] = response_format_for(signature)
+
+
+class PlainJSONAdapter(dspy.JSONAdapter):
+    """JSONAdapter's prompts and parsing with **no** constraint on decoding: no ``response_format``
+    at all (DSPy's JSONAdapter would otherwise ask for JSON mode, which vLLM enforces).
+
+    The student's format: it sees the same messages the teacher saw under
+    `StructuredOutputAdapter`, and must produce parseable JSON on its own. Its format compliance is
+    what distillation has to teach; ``build_format_reward(signature, PlainJSONAdapter())`` scores it.
+    """
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("use_native_function_calling", False)
+        super().__init__(**kwargs)
+
+    def _prepare_response_format(self, lm: dspy.BaseLM, lm_kwargs: dict[str, Any], signature: type[dspy.Signature]) -> None:
+        lm_kwargs.pop("response_format", None)

@@ -1,4 +1,5 @@
-"""The ``raydspy`` command line: ``collect``, ``demo`` and ``teacher up``.
+"""The ``raydspy`` command line: ``collect``, ``demo``, ``teacher up``, and the distillation commands
+(``export``, ``train``, ``evaluate``: `raydspy.distill.cli`).
 
 This is raydspy's entry point for side effects: it reads the environment, starts or joins Ray,
 deploys the teacher when asked, and turns raydspy's errors into one-line messages (exit 2).
@@ -25,6 +26,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from rich.console import Console  # noqa: E402
 from rich.table import Table
 
+from raydspy.distill import cli as distill_cli
 from raydspy.errors import RaydspyError
 from raydspy.progress import RunProgressBar
 from raydspy.storage import StorageOptions
@@ -136,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--serve-config", default=None, help="Serve config YAML (default: serve_configs/teacher-cpu.yaml)")
     up.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)")
     up.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of a local Ray (default: %(default)s)")
+    distill_cli.add_commands(sub)  # export, train, evaluate
     return parser
 
 
@@ -157,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _collect(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command in distill_cli.COMMANDS:
+            return distill_cli.run(args)
         return _teacher_up(args)
     except RaydspyError as e:
         console.print(f"[bold red]error:[/] {e}")

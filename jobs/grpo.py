@@ -1,0 +1,16 @@
+"""`ray job submit` entry point for GRPO (TRL GRPOTrainer with raydspy's format and task rewards) of the student
+on Ray Train; takes the flags of `raydspy train grpo`.
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \
+        python jobs/grpo.py --config jobs/configs/grpo-gpu.yaml --dataset s3://bucket/datasets/banking77-grpo
+
+On this machine: `python jobs/grpo.py --config jobs/configs/grpo-cpu.yaml --dataset datasets/banking77-grpo`.
+Inside a job, RAY_ADDRESS is set, so the run joins the cluster instead of starting a Ray.
+"""
+
+import sys
+
+from raydspy.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", "grpo", *sys.argv[1:]]))

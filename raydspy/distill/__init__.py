@@ -1,0 +1,35 @@
+"""Distillation: rollouts → training sets (SFT, DPO, GRPO) → student trained on Ray Train with TRL
+→ evaluated against the teacher on banking77's test split.
+
+| module        | job                                                                  |
+| ------------- | -------------------------------------------------------------------- |
+| `exports`     | `to_sft`, `to_dpo`, `to_grpo`: Ray Data over committed rollouts → TRL's Parquet layouts |
+| `config`      | `TrainConfig`: the YAML of a training job (jobs/configs/)            |
+| `train`       | `run_training`: Ray Train TorchTrainer running TRL's SFTTrainer / GRPOTrainer |
+| `rewards`     | raydspy's format and task rewards as TRL reward functions            |
+| `evaluate`    | accuracy and format compliance per model; Markdown table and PNG     |
+| `serve`       | the Serve app builder of a trained student (serve_configs/student-*.yaml) |
+| `cli`         | ``raydspy export|train|evaluate``                                    |
+"""
+
+from raydspy.distill.config import GRPOSettings, LoraSettings, TrainConfig
+from raydspy.distill.exports import ExportSummary, load_export, read_rollouts, to_dpo, to_grpo, to_sft
+from raydspy.distill.rewards import GRPOFormatReward, GRPOTaskReward, grpo_reward_funcs
+from raydspy.distill.train import TrainResult, run_training
+
+__all__ = [
+    "to_sft",
+    "to_dpo",
+    "to_grpo",
+    "read_rollouts",
+    "load_export",
+    "ExportSummary",
+    "TrainConfig",
+    "LoraSettings",
+    "GRPOSettings",
+    "run_training",
+    "TrainResult",
+    "GRPOFormatReward",
+    "GRPOTaskReward",
+    "grpo_reward_funcs",
+]

@@ -1,0 +1,202 @@
+"""``raydspy export``, ``raydspy train`` and ``raydspy evaluate``: the distillation commands.
+
+`raydspy.cli` registers them through `add_commands` and hands their parsed arguments to `run`;
+heavy imports (Ray Data, TRL, vLLM clients) happen only inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+COMMANDS = ("export", "train", "evaluate")
+
+EXAMPLES = """\
+the CPU recipe (README, "Distillation"):
+  raydspy demo --examples 200 --n 4 --output rollouts/banking77-distill
+  raydspy export sft --rollouts rollouts/banking77-distill --output datasets/banking77-sft
+  raydspy train sft --config jobs/configs/sft-cpu.yaml --dataset datasets/banking77-sft --copy-to runs/banking77/sft-model
+  raydspy evaluate --student runs/banking77/sft-model --output runs/banking77/eval
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--s3-endpoint", default=os.environ.get("AWS_ENDPOINT_URL"),
+                        help="endpoint of an S3-compatible store (default: $AWS_ENDPOINT_URL)")
+    parser.add_argument("--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of a local Ray (default: %(default)s)")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``export``, ``train`` and ``evaluate`` to the ``raydspy`` sub-command parser ``sub``."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    export = sub.add_parser("export", help="turn rollouts into a training set (SFT messages, DPO pairs, GRPO prompts)",
+                            description="Read the committed rollouts under --rollouts with Ray Data and write the "
+                            "training set as Parquet in the columns TRL's trainers expect.", epilog=EXAMPLES,
+                            formatter_class=fmt)
+    export.add_argument("kind", choices=["sft", "dpo", "grpo"])
+    export.add_argument("--rollouts", required=True, help="folder or prefix of a run's rollouts (local, s3://, gs://)")
+    export.add_argument("--output", required=True, help="where the training set goes (its *.parquet files are replaced)")
+    export.add_argument("--min-reward", type=float, default=1.0,
+                        help="sft: keep rollouts whose reward is at least this (rejection sampling; default: %(default)s)")
+    export.add_argument("--reward", default=None, help="sft/dpo: use this named reward instead of the combined one")
+    export.add_argument("--columns", nargs="*", default=None,
+                        help="grpo: example fields copied as columns for the reward functions (default: category)")
+    _common(export)
+
+    train = sub.add_parser("train", help="train the student on Ray Train with TRL (SFT or GRPO)",
+                           description="Run TRL's SFTTrainer or GRPOTrainer on Ray Train workers, reporting metrics "
+                           "and checkpoints to the config's storage_path.", epilog=EXAMPLES, formatter_class=fmt)
+    train.add_argument("method", choices=["sft", "grpo"])
+    train.add_argument("--config", required=True, help="training config YAML (jobs/configs/*.yaml)")
+    train.add_argument("--dataset", default=None, help="export URI (overrides the config)")
+    train.add_argument("--model", default=None, help="student model (overrides the config)")
+    train.add_argument("--storage-path", default=None, help="where Ray Train writes the run (overrides the config)")
+    train.add_argument("--name", default=None, help="run name (overrides the config)")
+    train.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides the config)")
+    train.add_argument("--copy-to", default=None, help="also copy the final model to this local folder")
+    _common(train)
+
+    evaluate = sub.add_parser("evaluate", help="accuracy and format compliance of teacher and students on banking77's test split",
+                              description="Serve the students (serve_configs/student-cpu.yaml) and run the same banking77 "
+                              "program through each: the teacher (base model, structured outputs), the base student, the "
+                              "SFT student and the GRPO student (plain decoding). Writes evaluation.md/.png/.json.",
+                              epilog=EXAMPLES, formatter_class=fmt)
+    evaluate.add_argument("--student", required=True, help="the SFT student's checkpoint folder")
+    evaluate.add_argument("--grpo-student", default=None, help="the GRPO student's checkpoint folder, if any")
+    evaluate.add_argument("--examples", type=int, default=200, help="test queries (default: %(default)s)")
+    evaluate.add_argument("--num-labels", type=int, default=25, help="most frequent intents (default: %(default)s)")
+    evaluate.add_argument("--output", default=None, help="report folder (default: eval/ beside the student)")
+    evaluate.add_argument("--serve-config", default=None, help="Serve config (default: serve_configs/student-cpu.yaml)")
+    evaluate.add_argument("--no-deploy", action="store_true",
+                          help="use models already served at --base-url (student, student-grpo, smollm2-135m-instruct)")
+    evaluate.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="endpoint (default: %(default)s)")
+    evaluate.add_argument("--threads", type=int, default=32, help="requests in flight (default: %(default)s)")
+    _common(evaluate)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed distillation command; returns the exit code."""
+    from raydspy.cli import _init_ray, console
+
+    if args.command == "export":
+        return _export(args, _init_ray, console)
+    if args.command == "train":
+        return _train(args, _init_ray, console)
+    return _evaluate(args, _init_ray, console)
+
+
+def _storage(args):
+    from raydspy.storage import StorageOptions
+
+    return StorageOptions(s3_endpoint_url=args.s3_endpoint)
+
+
+def _export(args, init_ray, console) -> int:
+    from raydspy.distill import exports
+
+    init_ray(args.ray_address, args.num_cpus)
+    storage = _storage(args)
+    started = time.perf_counter()
+    if args.kind == "sft":
+        summary = exports.to_sft(args.rollouts, args.output, min_reward=args.min_reward, reward=args.reward, storage=storage)
+    elif args.kind == "dpo":
+        summary = exports.to_dpo(args.rollouts, args.output, reward=args.reward, storage=storage)
+    else:
+        columns = ["category"] if args.columns is None else args.columns
+        summary = exports.to_grpo(args.rollouts, args.output, columns=columns, storage=storage)
+    console.print(f"{summary.kind}: {summary.rows} rows from {summary.rollouts} rollouts -> {summary.output_uri} "
+                  f"({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def _train(args, init_ray, console) -> int:
+    import pyarrow.fs as pafs
+
+    from raydspy.distill.config import TrainConfig
+    from raydspy.distill.train import run_training
+
+    config = TrainConfig.from_yaml(args.config, dataset=args.dataset, model=args.model, storage_path=args.storage_path,
+                                   name=args.name, max_steps=args.max_steps)
+    init_ray(args.ray_address, args.num_cpus)
+    started = time.perf_counter()
+    result = run_training(args.method, config, _storage(args))
+    elapsed = time.perf_counter() - started
+    shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()}
+    console.print(f"{args.method}: {elapsed:.0f} s; final model at {result.model_path}; metrics {json.dumps(shown)}")
+    if args.copy_to:
+        target = Path(args.copy_to)
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(result.model_path, str(target.resolve()), source_filesystem=result.filesystem,
+                        destination_filesystem=pafs.LocalFileSystem())
+        console.print(f"copied to {target}")
+    return 0
+
+
+def _evaluate(args, init_ray, console) -> int:
+    from ray import serve
+
+    from raydspy.distill.evaluate import Candidate, evaluate, held_out_queries, write_report
+    from raydspy.embedded import EMBEDDED_MODEL_ID
+    from raydspy.serving import SERVE_CONFIGS, deploy_serve_config, load_serve_config, wait_for_teacher
+    from raydspy.teacher import TeacherConfig
+
+    models = {"student": args.student}
+    if args.grpo_student:
+        models["student-grpo"] = args.grpo_student
+    output = Path(args.output) if args.output else Path(args.student).resolve().parent / "eval"
+    deployed = False
+    if not args.no_deploy:
+        init_ray(args.ray_address, args.num_cpus)
+        config = student_serve_config(load_serve_config(args.serve_config or SERVE_CONFIGS / "student-cpu.yaml"), models)
+        started = time.perf_counter()
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump(config, f)
+        with console.status("deploying the students (vLLM compiles each engine on first start: minutes)"):
+            deploy_serve_config(f.name)
+            deployed = True
+            for model in [*models, EMBEDDED_MODEL_ID]:
+                wait_for_teacher(TeacherConfig(base_url=args.base_url, model=model), timeout_s=1200)
+        console.print(f"students ready in {time.perf_counter() - started:.0f} s")
+    candidates = [Candidate("teacher", EMBEDDED_MODEL_ID, "structured", args.base_url),
+                  Candidate("base student", EMBEDDED_MODEL_ID, "plain", args.base_url),
+                  Candidate("SFT student", "student", "plain", args.base_url)]
+    if args.grpo_student:
+        candidates.append(Candidate("GRPO student", "student-grpo", "plain", args.base_url))
+    try:
+        queries = held_out_queries(args.examples, num_labels=args.num_labels)
+        results = evaluate(candidates, queries, output, num_labels=args.num_labels, threads=args.threads)
+    finally:
+        if deployed:
+            serve.shutdown()
+    paths = write_report(results, output)
+    console.print(paths["markdown"].read_text())
+    console.print(f"report: {paths['markdown']}, {paths['chart']}")
+    return 0
+
+
+def student_serve_config(config: dict, models: dict[str, str]) -> dict:
+    """``config`` (student-cpu.yaml) with the ``student`` LLM config pointing at ``models["student"]``
+    and one copy of it per other entry of ``models`` (``{model_id: checkpoint folder}``)."""
+    config = copy.deepcopy(config)
+    app = config["applications"][0]
+    llm_configs = app["args"]["llm_configs"]
+    template = next(c for c in llm_configs if c["model_loading_config"]["model_id"] == "student")
+    others = [c for c in llm_configs if c["model_loading_config"]["model_id"] != "student"]
+    students = []
+    for model_id, path in models.items():
+        entry = copy.deepcopy(template)
+        entry["model_loading_config"] = {"model_id": model_id, "model_source": str(Path(path).resolve())}
+        students.append(entry)
+    app["args"]["llm_configs"] = students + others
+    return config

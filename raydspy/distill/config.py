@@ -1,0 +1,100 @@
+"""Training-job configs: what `jobs/sft.py` and `jobs/grpo.py` read from a YAML file.
+
+One pydantic model, validated when built, for both methods; ``jobs/configs/*.yaml`` are instances
+(the CPU one for the embedded 135M student, the GPU one for Llama-3.2-1B-Instruct on several
+workers with LoRA and bf16). Anything TRL takes that is not a field here goes in ``trl`` and is
+passed to `trl.SFTConfig` / `trl.GRPOConfig` as is.
+
+Example:
+    >>> config = TrainConfig.from_yaml("jobs/configs/sft-cpu.yaml")  # doctest: +SKIP
+    >>> config.model_copy(update={"max_steps": 2})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from raydspy.embedded import EMBEDDED_URI
+from raydspy.errors import ConfigError
+
+__all__ = ["LoraSettings", "GRPOSettings", "TrainConfig"]
+
+
+class LoraSettings(BaseModel):
+    """LoRA through peft: only low-rank adapters train; the saved model has them merged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1, description="Rank of the adapters.")
+    alpha: int = Field(32, ge=1, description="lora_alpha: the adapters' scale is alpha / r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapters' input.")
+    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Modules that get adapters.")
+
+
+class GRPOSettings(BaseModel):
+    """What GRPO needs beyond SFT: completions per prompt and the rewards' program."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    program: str = Field("raydspy.programs.banking77:program",
+                         description="MODULE:ATTR of the DSPy program the prompts came from; its signature "
+                         "defines the format reward.")
+    answer_field: str = Field("label", description="The output field the task reward compares.")
+    gold_field: str = Field("category", description="The example field holding the gold answer.")
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (the group).")
+    max_completion_length: int = Field(128, ge=1, description="Tokens per sampled completion.")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the completions.")
+    reward_weights: dict[str, float] = Field(default_factory=lambda: {"format": 1.0, "exact_match": 1.0},
+                                             description="Weight of each reward in the advantage.")
+
+
+class TrainConfig(BaseModel):
+    """One training run on Ray Train.
+
+    Storage: checkpoints and metrics go to ``storage_path/name`` (local folder, s3:// or gs://);
+    the final model (merged when LoRA) is the run's last checkpoint, in its ``model/`` folder.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(EMBEDDED_URI, description="Student: a local checkpoint, a hub id, or raydspy://smollm2-135m-instruct.")
+    dataset: str = Field(..., description="URI of an export (`raydspy export sft|grpo`).")
+    storage_path: str = Field("runs/train", description="Where Ray Train writes the run (local, s3://, gs://).")
+    name: str = Field("sft", description="Run name: the folder under storage_path.")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (data parallel).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Logical CPUs each worker reserves.")
+    lora: LoraSettings | None = Field(None, description="Train LoRA adapters instead of all weights.")
+    bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs; on CPU only with AVX-512-BF16/AMX).")
+    learning_rate: float = Field(5e-5, gt=0)
+    max_steps: int = Field(-1, description="Optimizer steps; -1 to run num_train_epochs instead.")
+    num_train_epochs: float = Field(1.0, gt=0)
+    per_device_train_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_length: int = Field(1024, ge=16, description="Tokens per training sequence (prompt + completion).")
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(500, ge=1, description="Steps between intermediate checkpoints.")
+    seed: int = 0
+    grpo: GRPOSettings = Field(default_factory=GRPOSettings, description="GRPO only.")
+    trl: dict[str, Any] = Field(default_factory=dict, description="More arguments of trl.SFTConfig / trl.GRPOConfig.")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        """Read a config file; ``overrides`` that are not None replace its fields.
+
+        Raises:
+            ConfigError: the file is missing, not YAML, or not a valid config (the message lists why).
+        """
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read training config {str(path)!r}: {e}") from e
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(f"invalid training config {str(path)!r}: {e}") from e

@@ -1,0 +1,153 @@
+"""Evaluation of teacher and students on banking77's test split: accuracy and format compliance.
+
+Every candidate runs the **same DSPy program** (`raydspy.programs.banking77.program`, no demos)
+through `raydspy.Collect` on the same test queries, greedy (temperature 0), one rollout each; the
+candidates differ only in the model behind the endpoint and in decoding:
+
+- ``structured``: `StructuredOutputAdapter`, the server enforces the output's JSON schema (the
+  teacher of the CPU recipe: every completion parses);
+- ``plain``: `PlainJSONAdapter`, the same prompts with nothing enforced (a student must write the
+  format itself: that is its format compliance).
+
+Per candidate: accuracy = share of queries whose predicted label equals the gold one (a rollout
+that failed to parse counts as wrong), format compliance = share whose completion parsed. The
+rollouts are kept under ``output/rollouts/<candidate>/`` so each number can be traced to its rows.
+`write_report` writes ``evaluation.md`` (a Markdown table), ``evaluation.png`` (a bar chart) and
+``evaluation.json``.
+
+Example (an endpoint serving both models must be up, e.g. ``serve_configs/student-cpu.yaml``):
+    >>> results = evaluate([Candidate("teacher", "smollm2-135m-instruct", "structured"),
+    ...                     Candidate("sft student", "student", "plain")], examples=200)  # doctest: +SKIP
+    >>> write_report(results, "runs/banking77/eval")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+from raydspy.adapters import PlainJSONAdapter
+from raydspy.teacher import DEFAULT_TEACHER_URL, TeacherConfig
+
+__all__ = ["Candidate", "EvalResult", "evaluate", "held_out_queries", "write_report", "markdown_table"]
+
+Decoding = Literal["structured", "plain"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model to evaluate: its name in the report, the model id its endpoint serves, and decoding."""
+
+    name: str
+    model: str
+    decoding: Decoding = "plain"
+    base_url: str = DEFAULT_TEACHER_URL
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One candidate's scores on ``examples`` test queries (shares in 0..1)."""
+
+    name: str
+    model: str
+    decoding: str
+    examples: int
+    accuracy: float
+    format_compliance: float
+    errors: int
+    elapsed_s: float
+
+
+def held_out_queries(examples: int, *, num_labels: int = 25, seed: int = 0, cache_dir: str | Path | None = None) -> list[dict[str, str]]:
+    """``examples`` shuffled rows of banking77's **test** split among the top ``num_labels`` intents
+    (``{"text": ..., "category": ...}``); the same arguments give the same rows."""
+    from raydspy.embedded import default_cache_dir
+    from raydspy.programs import banking77
+
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "data"
+    path = banking77.write_sample(folder / f"banking77-test-top{num_labels}-{examples}-{seed}.csv", split="test",
+                                  num_labels=num_labels, size=examples, seed=seed)
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def evaluate(candidates: Sequence[Candidate], queries: Sequence[dict[str, str]], output_dir: str | Path, *,
+             num_labels: int = 25, max_tokens: int = 192, threads: int = 32) -> list[EvalResult]:
+    """Run the banking77 program on ``queries`` once per candidate and score it.
+
+    Raises:
+        TeacherUnreachableError: a candidate's endpoint does not serve its model.
+    """
+    from raydspy.collect import Collect
+    from raydspy.programs import banking77
+
+    results = []
+    for candidate in candidates:
+        teacher = TeacherConfig(base_url=candidate.base_url, model=candidate.model, temperature=0.0,
+                                max_tokens=max_tokens, structured_outputs=candidate.decoding == "structured",
+                                cache=False)
+        teacher.check_reachable()
+        adapter = teacher.adapter() if candidate.decoding == "structured" else PlainJSONAdapter()
+        folder = Path(output_dir) / "rollouts" / candidate.name.replace(" ", "-")
+        collect = Collect(banking77.program(num_labels), str(folder), reward_fn=banking77.rewards(),
+                          num_threads=threads, lm=teacher.lm(), adapter=adapter, sampling=teacher.sampling)
+        started = time.perf_counter()
+        collect.collect(list(queries), n=1)
+        elapsed = time.perf_counter() - started
+        records = collect.last_records
+        correct = sum(r.rewards.get("exact_match", 0.0) for r in records)
+        parsed = sum(bool(r.format_ok) for r in records)
+        results.append(EvalResult(candidate.name, candidate.model, candidate.decoding, len(records),
+                                  correct / len(records), parsed / len(records),
+                                  sum(r.error is not None for r in records), round(elapsed, 1)))
+    return results
+
+
+def markdown_table(results: Sequence[EvalResult]) -> str:
+    """The results as a Markdown table (percentages with one decimal)."""
+    lines = ["| model | decoding | accuracy | format compliance | test queries |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in results:
+        lines.append(f"| {r.name} (`{r.model}`) | {r.decoding} | {100 * r.accuracy:.1f} % "
+                     f"| {100 * r.format_compliance:.1f} % | {r.examples} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: Sequence[EvalResult], output_dir: str | Path) -> dict[str, Path]:
+    """Write ``evaluation.md``, ``evaluation.png`` and ``evaluation.json`` into ``output_dir``.
+
+    Returns:
+        ``{"markdown": path, "chart": path, "json": path}``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / "evaluation.md", "chart": out / "evaluation.png", "json": out / "evaluation.json"}
+    paths["markdown"].write_text(markdown_table(results))
+    paths["json"].write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+    names = [f"{r.name}\n({r.decoding})" for r in results]
+    x = range(len(results))
+    width = 0.38
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(results), 3.6))
+    acc = ax.bar([i - width / 2 for i in x], [100 * r.accuracy for r in results], width, label="accuracy")
+    fmt = ax.bar([i + width / 2 for i in x], [100 * r.format_compliance for r in results], width, label="format compliance")
+    ax.bar_label(acc, fmt="%.1f", fontsize=8)
+    ax.bar_label(fmt, fmt="%.1f", fontsize=8)
+    ax.set_xticks(list(x), names, fontsize=8)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("% of test queries")
+    ax.set_title(f"banking77 test split, {results[0].examples if results else 0} queries", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(paths["chart"], dpi=120)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,218 @@
+"""SFT and GRPO of the student on Ray Train: a `TorchTrainer` whose workers each run a TRL trainer.
+
+    driver: run_training("sft", config)
+      │ TorchTrainer(ScalingConfig(num_workers, use_gpu), RunConfig(storage_path))
+      ▼
+    each worker: load the export (`load_export`) → TRL SFTTrainer / GRPOTrainer (LoRA through peft
+      when configured; DDP across workers, set up by Ray Train) → RayTrainReportCallback reports
+      metrics and each saved checkpoint → the final model (LoRA merged) reported as the last
+      checkpoint, under ``model/``: a plain Hugging Face folder that transformers and vLLM load.
+
+SFT trains on the export's ``messages`` split into ``prompt`` (system, user, …) and ``completion``
+(the assistant's answer), so the loss covers only the answer (TRL's completion-only loss), not the
+long instructions every example repeats. GRPO samples ``num_generations`` completions per prompt
+and scores them with the format reward and the task reward (`raydspy.distill.rewards`).
+
+Example (after ``ray.init()``):
+    >>> config = TrainConfig.from_yaml("jobs/configs/sft-cpu.yaml", dataset="datasets/sft")  # doctest: +SKIP
+    >>> result = run_training("sft", config)  # doctest: +SKIP
+    >>> result.model_path  # doctest: +SKIP
+    '/abs/runs/train/sft/checkpoint_2026-.../model'
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow.fs as pafs
+
+from raydspy.distill.config import TrainConfig
+from raydspy.embedded import resolve_model_source
+from raydspy.errors import ConfigError
+from raydspy.storage import StorageOptions, resolve
+
+__all__ = ["TrainResult", "run_training", "train_loop", "MODEL_DIR"]
+
+#: Folder of the final model inside the run's last checkpoint.
+MODEL_DIR = "model"
+
+Method = Literal["sft", "grpo"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run left.
+
+    Attributes:
+        model_path: the final model's folder, in ``filesystem``'s syntax (a local path for a local
+            storage_path): load it with ``from_pretrained`` or serve it with vLLM.
+        filesystem: where ``model_path`` lives.
+        metrics: the last metrics reported (TRL's log: ``loss``, ``train_runtime``, rewards, ...).
+        run_path: the Ray Train run folder (checkpoints, results).
+    """
+
+    model_path: str
+    filesystem: pafs.FileSystem
+    metrics: dict[str, Any]
+    run_path: str
+
+
+def run_training(method: Method, config: TrainConfig, storage: StorageOptions | None = None) -> TrainResult:
+    """Train the student with ``method`` on Ray Train (``ray.init`` first) and return the final model.
+
+    Raises:
+        ConfigError: an unknown method, or a run that reported no final checkpoint.
+    """
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if method not in ("sft", "grpo"):
+        raise ConfigError(f"method must be 'sft' or 'grpo', got {method!r}")
+    # Resolved on the driver: the embedded model converts once here, not once per worker.
+    model_path = str(resolve_model_source(config.model))
+    location = resolve(config.storage_path, storage)
+    local = isinstance(location.filesystem, pafs.LocalFileSystem)
+    run_config = RunConfig(
+        name=config.name,
+        storage_path=location.path,
+        storage_filesystem=None if local else location.filesystem,
+    )
+    scaling = ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                            resources_per_worker={"CPU": config.cpus_per_worker})
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"method": method, "config": config.model_dump(), "model_path": model_path,
+                           "storage": storage},
+        scaling_config=scaling,
+        run_config=run_config,
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise ConfigError(f"the {method} run under {location.uri!r} reported no checkpoint")
+    return TrainResult(
+        model_path=f"{result.checkpoint.path.rstrip('/')}/{MODEL_DIR}",
+        filesystem=result.checkpoint.filesystem,
+        metrics=dict(result.metrics or {}),
+        run_path=str(result.path),
+    )
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: build the TRL trainer, train, report the final model (rank 0 saves it)."""
+    import ray.train
+    import torch
+    from ray.train.huggingface.transformers import RayTrainReportCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = TrainConfig.model_validate(loop_config["config"])
+    model_path = loop_config["model_path"]
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    scratch = tempfile.mkdtemp(prefix=f"raydspy-{config.name}-")
+    common = dict(
+        output_dir=scratch,
+        learning_rate=config.learning_rate,
+        max_steps=config.max_steps,
+        num_train_epochs=config.num_train_epochs,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=1,
+        report_to="none",
+        bf16=config.bf16,
+        use_cpu=not config.use_gpu,
+        seed=config.seed,
+        disable_tqdm=True,
+    )
+    trainer = _build_trainer(loop_config["method"], config, model, tokenizer, common, loop_config.get("storage"))
+    trainer.add_callback(RayTrainReportCallback())
+    trainer.train()
+    _report_final(trainer, tokenizer)
+
+
+def _build_trainer(method: str, config: TrainConfig, model, tokenizer, common: dict[str, Any],
+                   storage: StorageOptions | None):
+    from raydspy.distill.exports import load_export
+
+    dataset = load_export(config.dataset, storage)
+    peft_config = None
+    if config.lora is not None:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                                 target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
+    if method == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        dataset = prompt_completion(dataset)
+        args = SFTConfig(**common, max_length=config.max_length, **config.trl)
+        return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=peft_config)
+    from trl import GRPOConfig, GRPOTrainer
+
+    grpo = config.grpo
+    funcs = grpo_rewards(config)
+    args = GRPOConfig(
+        **common,
+        num_generations=grpo.num_generations,
+        max_completion_length=grpo.max_completion_length,
+        temperature=grpo.temperature,
+        reward_weights=[grpo.reward_weights.get(f.__name__, 1.0) for f in funcs],
+        remove_unused_columns=False,  # the task reward reads the `inputs` column
+        **config.trl,
+    )
+    return GRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                       reward_funcs=funcs, peft_config=peft_config)
+
+
+def prompt_completion(dataset):
+    """SFT export rows (``messages``) → TRL's conversational prompt-completion rows: ``prompt`` is
+    every message but the last, ``completion`` the last (the assistant's answer)."""
+    return dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+                       remove_columns=dataset.column_names)
+
+
+def grpo_rewards(config: TrainConfig) -> list[Any]:
+    """The GRPO reward functions of ``config``: the program's format reward under the student's
+    adapter (`PlainJSONAdapter`) and exact match of ``answer_field`` against ``gold_field``."""
+    from raydspy.adapters import PlainJSONAdapter
+    from raydspy.distill.rewards import grpo_reward_funcs
+    from raydspy.rewards import ExactMatch
+    from raydspy.specs import load_program
+
+    program = load_program(config.grpo.program)
+    predictors = program.predictors()
+    if len(predictors) != 1:
+        raise ConfigError(f"GRPO rewards need a program with one predictor; {config.grpo.program} has {len(predictors)}")
+    return grpo_reward_funcs(predictors[0].signature, PlainJSONAdapter(),
+                             ExactMatch(config.grpo.answer_field, config.grpo.gold_field))
+
+
+def _report_final(trainer, tokenizer) -> None:
+    """Report the final metrics from every worker and the final model from rank 0 (LoRA merged)."""
+    import ray.train
+
+    metrics: dict[str, Any] = {}
+    for entry in trainer.state.log_history:
+        metrics.update({k: v for k, v in entry.items() if isinstance(v, (int, float))})
+    metrics["global_step"] = trainer.state.global_step
+    if ray.train.get_context().get_world_rank() != 0:
+        ray.train.report(metrics)
+        return
+    model = trainer.model
+    model = getattr(model, "module", model)  # DDP wraps it
+    if hasattr(model, "merge_and_unload"):  # peft
+        model = model.merge_and_unload()
+    with tempfile.TemporaryDirectory() as tmp:
+        target = os.path.join(tmp, MODEL_DIR)
+        model.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
