@@ -2,8 +2,10 @@
 
 Both run the banking77 ChainOfThought program on the same examples with the same thread count and
 the same in-process LM (DSPy's DummyLM), so the difference is what Collect adds: a private LM copy
-per rollout, the trace callback, rewards, ids, and writing the Parquet file. Rounds alternate
-between the two so machine noise hits both alike; the figure is the ratio of medians.
+per rollout, the trace, ids, and writing the Parquet file. Collect runs twice: with no reward
+function (its own overhead, the figure the README reports) and with banking77's rewards (format
+and exact match: the user's reward code, which `dspy.Parallel` does not run). Rounds alternate
+between the three so machine noise hits all alike; the figures are ratios of medians.
 
     .venv/bin/python benchmarks/collect_overhead.py [--examples 400] [--threads 8] [--rounds 5]
 """
@@ -47,26 +49,32 @@ def main() -> None:
                 dspy.Parallel(num_threads=args.threads, disable_progress_bar=True)([(program, ex.inputs()) for ex in examples])
                 return time.perf_counter() - started
 
-        collect = Collect(program, f"{tmp}/out", reward_fn=banking77.rewards(), num_threads=args.threads)
+        plain = Collect(program, f"{tmp}/plain", num_threads=args.threads)
+        rewarded = Collect(program, f"{tmp}/rewarded", reward_fn=banking77.rewards(), num_threads=args.threads)
 
-        def run_collect() -> float:
-            collect.lm = lm()
-            started = time.perf_counter()
-            collect.collect(rows, n=1)
-            return time.perf_counter() - started
+        def timed_collect(collect: Collect):
+            def run() -> float:
+                collect.lm = lm()
+                started = time.perf_counter()
+                collect.collect(rows, n=1)
+                return time.perf_counter() - started
+            return run
 
-        run_parallel(), run_collect()  # warm-up: imports, caches
-        parallel, ours = [], []
+        runs = {"dspy.Parallel": run_parallel, "raydspy.Collect": timed_collect(plain),
+                "raydspy.Collect + rewards": timed_collect(rewarded)}
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for run in runs.values():
+            run()  # warm-up: imports, caches
         for _ in range(args.rounds):
-            parallel.append(run_parallel())
-            ours.append(run_collect())
+            for name, run in runs.items():
+                times[name].append(run())
 
     n = len(rows)
-    p, c = statistics.median(parallel), statistics.median(ours)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    base = medians["dspy.Parallel"]
     print(f"examples={n} threads={args.threads} rounds={args.rounds}")
-    print(f"dspy.Parallel   : {1e6 * p / n:8.0f} µs/rollout (median of {args.rounds})")
-    print(f"raydspy.Collect : {1e6 * c / n:8.0f} µs/rollout (median of {args.rounds})")
-    print(f"ratio Collect / Parallel = {c / p:.2f}")
+    for name, m in medians.items():
+        print(f"{name:26s}: {1e6 * m / n:6.0f} µs/rollout   ratio to dspy.Parallel {m / base:.2f}")
 
 
 if __name__ == "__main__":

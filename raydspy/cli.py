@@ -297,6 +297,8 @@ def _init_ray(address: str | None, num_cpus: int) -> None:
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": os.getcwd(), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
+    # ray.init installs its own SIGTERM handler (sys.exit, no summary, no resume hint): ours again.
+    _stop_on_sigterm()
 
 
 def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:

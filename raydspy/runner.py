@@ -179,8 +179,16 @@ class RolloutRunner:
 
     # -- one rollout -----------------------------------------------------------------------
 
-    def run(self, example: Mapping[str, Any], rollout_index: int, *, example_id_: str | None = None) -> RolloutResult:
-        """Run rollout ``rollout_index`` of ``example``; never raises for a failed rollout."""
+    def run(
+        self,
+        example: Mapping[str, Any],
+        rollout_index: int,
+        *,
+        example_id_: str | None = None,
+        rollout_id_: str | None = None,
+    ) -> RolloutResult:
+        """Run rollout ``rollout_index`` of ``example``; never raises for a failed rollout.
+        ``example_id_`` and ``rollout_id_``, when planned already, save computing them again."""
         example = dict(example)
         ex_id = example_id_ or example_id(example, self.id_field)
         failure: Exception | None = None
@@ -202,7 +210,7 @@ class RolloutRunner:
             self._report_unreached(recorder)
         scored = self.rewards.score(example, outputs, recorder.calls) if not self.dry_run else None
         record = RolloutRecord(
-            rollout_id=self.rollout_id(ex_id, rollout_index),
+            rollout_id=rollout_id_ or self.rollout_id(ex_id, rollout_index),
             example_id=ex_id,
             rollout_index=rollout_index,
             inputs=example,
@@ -305,7 +313,7 @@ class RolloutRunner:
             self._warn_identical_samples(n)
 
         def work(job: RolloutJob) -> RolloutResult:
-            result = self.run(job.example, job.rollout_index, example_id_=job.example_id)
+            result = self.run(job.example, job.rollout_index, example_id_=job.example_id, rollout_id_=job.rollout_id)
             if on_result is not None:
                 on_result(result)
             return result
