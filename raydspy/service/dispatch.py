@@ -1,0 +1,223 @@
+"""The run manager: checks a submission against the service's policy, records it, queues it,
+starts it when a slot is free, follows it, and answers status, list, cancel and preview.
+
+One background thread (`RunManager.start`) does the following every ``dispatch_interval_s``
+(and at once after a submit or cancel):
+1. asks the executor about every dispatched run whose worker has not recorded an end; a run whose
+   worker died is marked FAILED or CANCELLED, one orphaned by a service restart is re-queued;
+2. starts queued runs, oldest first, while fewer than ``max_concurrent_runs`` are dispatched.
+On start it loads every unfinished record, so a restarted service picks up where it was.
+The service runs as one replica (serve_configs/service.yaml): the queue is that replica's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from raydspy.errors import ConfigError
+from raydspy.service.executors import Executor, make_executor
+from raydspy.service.policy import check_module, check_teacher, check_uri
+from raydspy.service.progress import OutputProgress, preview_rows
+from raydspy.service.runs import RunRecord, new_run_id, utcnow
+from raydspy.service.schemas import RunRequest, RunState, RunStatus
+from raydspy.service.settings import ServiceSettings
+from raydspy.service.store import RunStore
+from raydspy.specs import load_program, load_rewards
+from raydspy.storage import StorageOptions
+
+__all__ = ["RunManager", "RunConflict"]
+
+logger = logging.getLogger(__name__)
+
+
+class RunConflict(Exception):
+    """The run is in a state that does not allow the request (HTTP 409)."""
+
+
+class RunManager:
+    """Everything the HTTP routes do, without HTTP (so it is testable and reusable)."""
+
+    def __init__(self, settings: ServiceSettings, executor: Executor | None = None):
+        self.settings = settings
+        self.storage = StorageOptions(s3_endpoint_url=settings.s3_endpoint_url)
+        self.store = RunStore(settings.state_uri, self.storage)
+        self.executor = executor or make_executor(settings)
+        self.progress = OutputProgress(self.storage)
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Unfinished runs, by id: the only records the dispatcher reads.
+        self._open: dict[str, RunRecord] = {r.id: r for r in self.store.all() if not r.state.terminal}
+
+    # -- submissions ----------------------------------------------------------------------
+
+    def validate(self, request: RunRequest) -> RunRequest:
+        """``request`` with the service's teacher defaults filled in, once it passes the policy.
+
+        Raises:
+            PolicyError: a module, URI or teacher the settings do not allow (403).
+            ConfigError: a limit exceeded, or the program or rewards do not load (422).
+        """
+        s = self.settings
+        check_module(request.program, s.allowed_modules, "program")
+        if request.rewards:
+            check_module(request.rewards, s.allowed_modules, "rewards")
+        check_uri(request.input_uri, s.input_prefixes, "input URI")
+        check_uri(request.output_uri, s.output_prefixes, "output URI")
+        if request.n > s.max_n:
+            raise ConfigError(f"n={request.n} is above this service's max_n={s.max_n}")
+        if request.actors > s.max_actors:
+            raise ConfigError(f"actors={request.actors} is above this service's max_actors={s.max_actors}")
+        teacher = request.teacher.model_copy(update={
+            "base_url": request.teacher.base_url or s.default_teacher_url,
+            "model": request.teacher.model or s.default_teacher_model,
+        })
+        check_teacher(teacher.base_url, s.teacher_prefixes)
+        load_program(request.program)  # an allow-listed module that does not import, or a non-Module: 422 now
+        load_rewards(request.rewards)
+        return request.model_copy(update={"teacher": teacher})
+
+    def submit(self, request: RunRequest) -> RunRecord:
+        """Check, record (PENDING) and queue a run; returns its record."""
+        request = self.validate(request)
+        record = RunRecord(id=new_run_id(), request=request, executor=self.executor.name)
+        with self._lock:
+            self.store.put(record)
+            self._open[record.id] = record
+        self._wake.set()
+        return record
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> RunRecord:
+        return self.store.get(run_id)
+
+    def status(self, run_id: str) -> RunStatus:
+        """The run's record with counts read from its committed rollouts.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        return self._status(self.store.get(run_id))
+
+    def list(self) -> list[RunStatus]:
+        return [self._status(r) for r in self.store.all()]
+
+    def _status(self, record: RunRecord) -> RunStatus:
+        req = record.request
+        rate = None
+        if record.state.terminal and record.summary is not None:
+            s = record.summary
+            done, errors, mean, rate = s["rows"], s["error_rows"], s["mean_reward"], s["rollouts_per_s"]
+        else:
+            counts = self.progress.counts(req.output_uri)
+            done, errors, mean = counts.rows, counts.errors, counts.mean_reward
+            if record.state == RunState.RUNNING and record.started_at and record.planned is not None:
+                elapsed = (utcnow() - record.started_at).total_seconds()
+                rate = max(done - record.resumed, 0) / elapsed if elapsed > 0 else None
+        return RunStatus(
+            id=record.id, state=record.state, program=req.program, input_uri=req.input_uri,
+            output_uri=req.output_uri, n=req.n, dry_run=req.dry_run, rollouts_done=done,
+            rollouts_total=record.planned, errors=errors, mean_reward=mean, rollouts_per_s=rate,
+            cancel_requested=self.store.cancel_requested(record.id), message=record.message,
+            created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
+        )
+
+    def preview(self, run_id: str, limit: int, *, trace: bool = False) -> list[dict]:
+        record = self.store.get(run_id)
+        return preview_rows(record.request.output_uri, min(limit, self.settings.max_preview_rows),
+                            self.storage, trace=trace)
+
+    # -- cancel ----------------------------------------------------------------------------
+
+    def cancel(self, run_id: str) -> RunRecord:
+        """Cancel a queued run at once, or ask a running one to stop (it records CANCELLED).
+
+        Raises:
+            RunNotFound: no such run.
+            RunConflict: the run already ended.
+        """
+        with self._lock:
+            record = self.store.get(run_id)
+            if record.state.terminal:
+                raise RunConflict(f"run {run_id} already ended: {record.state.value}")
+            self.store.request_cancel(run_id)
+            if record.dispatched_at is None:
+                record = self._finish(record, RunState.CANCELLED, "cancelled before it started")
+            else:
+                self.executor.cancel(record)
+        self._wake.set()
+        return record
+
+    # -- the dispatcher --------------------------------------------------------------------
+
+    def start(self) -> "RunManager":
+        """Start the dispatcher thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="raydspy-dispatch", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.dispatch_once()
+            except Exception:  # noqa: BLE001 - the dispatcher must outlive a flaky store or cluster
+                logger.exception("dispatch failed; retrying")
+            self._wake.wait(self.settings.dispatch_interval_s)
+            self._wake.clear()
+
+    def dispatch_once(self) -> None:
+        """One pass: follow dispatched runs, then start queued ones while slots are free."""
+        with self._lock:
+            for run_id in list(self._open):
+                record = self.store.get(run_id)
+                if record.state.terminal:
+                    del self._open[run_id]
+                    continue
+                self._open[run_id] = record
+                if record.dispatched_at is not None:
+                    self._follow(record)
+            dispatched = [r for r in self._open.values() if r.dispatched_at is not None]
+            queued = sorted((r for r in self._open.values() if r.dispatched_at is None), key=lambda r: r.created_at)
+            for record in queued[: max(self.settings.max_concurrent_runs - len(dispatched), 0)]:
+                self._dispatch(record)
+
+    def _follow(self, record: RunRecord) -> None:
+        outcome = self.executor.outcome(record)
+        if outcome is None:
+            return
+        state, message = outcome
+        if state == RunState.PENDING:
+            logger.warning("run %s: %s", record.id, message)
+            record = record.model_copy(update={"state": RunState.PENDING, "dispatched_at": None, "message": message})
+            self.store.put(record)
+            self._open[record.id] = record
+        else:
+            self._finish(record, state, message)
+
+    def _dispatch(self, record: RunRecord) -> None:
+        attempt = record.attempt + 1
+        record = record.model_copy(update={"attempt": attempt, "dispatched_at": utcnow(), "executor": self.executor.name})
+        record = record.model_copy(update={"executor_ref": self.executor.reference(record)})
+        self.store.put(record)  # before submit: from now on only the worker writes it
+        self._open[record.id] = record
+        try:
+            self.executor.submit(record)
+        except Exception as e:  # noqa: BLE001 - a run that cannot start is FAILED with the reason
+            logger.exception("run %s could not start", record.id)
+            self._finish(record, RunState.FAILED, f"could not start: {type(e).__name__}: {e}")
+
+    def _finish(self, record: RunRecord, state: RunState, message: str) -> RunRecord:
+        record = record.model_copy(update={"state": state, "message": message, "finished_at": utcnow()})
+        self.store.put(record)
+        self._open.pop(record.id, None)
+        return record

@@ -1,0 +1,333 @@
+"""The HTTP service: its FastAPI app around a real RunManager whose runs execute as Ray tasks
+on the session's local Ray (TestClient for the routes; one test goes through Ray Serve's proxy).
+
+Runs are dry runs of the banking77 program (no LM), or real runs against a slow loopback
+OpenAI-compatible server when a run must still be going while the test cancels it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from fastapi.testclient import TestClient
+
+from raydspy.errors import ConfigError
+from raydspy.programs import banking77
+from raydspy.service.api import create_app
+from raydspy.service.dispatch import RunManager
+from raydspy.service.runs import RunRecord, utcnow
+from raydspy.service.schemas import RunRequest, RunState
+from raydspy.service.settings import ServiceSettings
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PROGRAM = "raydspy.programs.banking77:program"
+REWARDS = "raydspy.programs.banking77:rewards"
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory):
+    """Allowed input and output folders, a sample input, and a state folder."""
+    root = tmp_path_factory.mktemp("service")
+    (root / "in").mkdir()
+    (root / "out").mkdir()
+    banking77.write_sample(root / "in" / "train.csv", size=12)
+    return root
+
+
+def _settings(space, **overrides) -> ServiceSettings:
+    values = dict(token=TOKEN, input_prefixes=[str(space / "in")], output_prefixes=[str(space / "out")],
+                  teacher_prefixes=["http://127.0.0.1:"], state_uri=str(space / "state"),
+                  max_body_bytes=4096, max_n=8, dispatch_interval_s=0.2)
+    values.update(overrides)
+    return ServiceSettings.load(values)
+
+
+@pytest.fixture
+def client(space):
+    manager = RunManager(_settings(space))
+    with TestClient(create_app(manager)) as c:
+        yield c
+
+
+def _run(space, name: str, **fields) -> dict:
+    body = {"program": PROGRAM, "rewards": REWARDS, "input_uri": str(space / "in" / "train.csv"),
+            "output_uri": str(space / "out" / name), "n": 2, "dry_run": True, "batch_size": 4,
+            "teacher": {"structured_outputs": True}}
+    body.update(fields)
+    return body
+
+
+def _wait(client, run_id: str, until, timeout_s: float = 180.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = client.get(f"/v1/runs/{run_id}", headers=AUTH).json()
+        if until(status) or time.monotonic() > deadline:
+            return status
+        time.sleep(0.3)
+
+
+# -- settings and security (no Ray) ------------------------------------------------------------
+
+
+def test_settings_refuse_to_start_without_a_token(space, monkeypatch):
+    monkeypatch.delenv("RAYDSPY_SERVICE_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="RAYDSPY_SERVICE_TOKEN"):
+        ServiceSettings.load({"state_uri": str(space / "state")})
+
+
+def test_settings_from_yaml_file_and_environment(space, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYDSPY_SERVICE_TOKEN", "from-env")
+    monkeypatch.setenv("RAYDSPY_SERVICE_MAX_N", "3")
+    path = tmp_path / "service.yaml"
+    path.write_text("allowed_modules: [myproj.programs]\nmax_n: 5\n")
+    settings = ServiceSettings.load({"config_file": str(path), "max_actors": 2})
+    assert settings.token.get_secret_value() == "from-env"
+    assert settings.allowed_modules == ["myproj.programs"]
+    assert (settings.max_n, settings.max_actors) == (5, 2)  # the file over the environment, args over both
+
+
+def test_bearer_token_is_required(client):
+    assert client.get("/v1/runs").status_code == 401
+    assert client.get("/v1/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/v1/runs", headers=AUTH).status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/runs", "/v1/runs/{run_id}", "/v1/runs/{run_id}/cancel", "/v1/runs/{run_id}/rollouts"} <= set(paths)
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"program": None}, "program"),
+    ({"n": 0}, "n"),
+    ({"surprise": 1}, "surprise"),
+    ({"program": "not a spec"}, "program"),
+    ({"teacher": {"temperature": 9}}, "temperature"),
+])
+def test_invalid_bodies_get_422_with_the_reason(client, space, change, where):
+    body = {k: v for k, v in {**_run(space, "bad"), **change}.items() if v is not None}
+    response = client.post("/v1/runs", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert where in json.dumps(response.json()["detail"])
+
+
+def test_limits_and_unloadable_programs_get_422(client, space):
+    response = client.post("/v1/runs", json=_run(space, "x", n=9), headers=AUTH)
+    assert response.status_code == 422 and "max_n=8" in response.json()["detail"]
+    # allow-listed, but it gives a list, not a dspy.Module
+    response = client.post("/v1/runs", json=_run(space, "x", program="raydspy.programs.banking77:top_labels"), headers=AUTH)
+    assert response.status_code == 422 and "not a dspy.Module" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"program": "os:getcwd"}, "module 'os' is not allowed"),
+    ({"rewards": "subprocess:run"}, "module 'subprocess' is not allowed"),
+    ({"program": "raydspy.programsX:program"}, "not allowed"),
+    ({"input_uri": "/etc/passwd"}, "input URI"),
+    ({"output_uri": "/tmp/elsewhere"}, "output URI"),
+    ({"output_uri": "s3://rollouts/out?endpoint_override=evil:9000"}, "query string"),
+    ({"teacher": {"base_url": "http://169.254.169.254/v1"}}, "teacher URL"),
+])
+def test_allow_lists_and_prefixes_get_403(client, space, change, message):
+    response = client.post("/v1/runs", json=_run(space, "x", **change), headers=AUTH)
+    assert response.status_code == 403
+    assert message in response.json()["detail"]
+
+
+def test_paths_escaping_a_prefix_are_refused(client, space):
+    body = _run(space, "x", output_uri=str(space / "out" / ".." / "in" / "evil"))
+    assert client.post("/v1/runs", json=body, headers=AUTH).status_code == 403
+    (space / "out" / "link").symlink_to("/tmp", target_is_directory=True)
+    body = _run(space, "x", output_uri=str(space / "out" / "link" / "evil"))
+    assert client.post("/v1/runs", json=body, headers=AUTH).status_code == 403
+
+
+def test_oversized_bodies_get_413(client, space):
+    body = _run(space, "big", id_field="x" * 100)
+    big = json.dumps(body).replace('"n": 2', '"n": 2' + ", " * 5000)
+    response = client.post("/v1/runs", content=big, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 413
+
+    def chunks():  # no Content-Length: the limit applies while the body streams in
+        yield b'{"program": "' + b"a" * 3000
+        yield b"b" * 3000 + b'"}'
+
+    response = client.post("/v1/runs", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_unknown_run_is_404(client):
+    assert client.get("/v1/runs/run-nope", headers=AUTH).status_code == 404
+    assert client.post("/v1/runs/run-nope/cancel", headers=AUTH).status_code == 404
+    assert client.get("/v1/runs/..%2F..%2Fetc/rollouts", headers=AUTH).status_code == 404
+
+
+# -- runs on Ray ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def running(ray_local, space):
+    """A client whose manager's dispatcher is running."""
+    manager = RunManager(_settings(space)).start()
+    with TestClient(create_app(manager)) as c:
+        yield c
+    manager.stop()
+
+
+def test_submit_status_preview_list(running, space):
+    response = running.post("/v1/runs", json=_run(space, "dry"), headers=AUTH)
+    assert response.status_code == 201, response.text
+    run_id = response.json()["id"]
+    assert response.json()["state"] == "PENDING"
+
+    status = _wait(running, run_id, lambda s: RunState(s["state"]).terminal)
+    assert status["state"] == "SUCCEEDED", status
+    assert status["rollouts_done"] == status["rollouts_total"] == 24
+    assert status["errors"] == 0 and status["rollouts_per_s"] > 0
+
+    preview = running.get(f"/v1/runs/{run_id}/rollouts?limit=5", headers=AUTH).json()
+    assert len(preview["rows"]) == 5
+    row = preview["rows"][0]
+    assert set(row["inputs"]) == {"text", "category"} and row["dry_run"] and row["lm_calls"] == 1
+    assert "trace" not in row
+    with_trace = running.get(f"/v1/runs/{run_id}/rollouts?limit=1&trace=true", headers=AUTH).json()
+    assert "Respond with a JSON object" in with_trace["rows"][0]["trace"][0]["messages"][-1]["content"]
+
+    listed = running.get("/v1/runs", headers=AUTH).json()["runs"]
+    assert run_id in [r["id"] for r in listed]
+    assert running.post(f"/v1/runs/{run_id}/cancel", headers=AUTH).status_code == 409  # it already ended
+
+
+def test_a_failing_run_records_why(running, space):
+    (space / "in" / "nolabel.jsonl").write_text('{"query": "card?"}\n')
+    run_id = running.post("/v1/runs", json=_run(space, "fail", input_uri=str(space / "in" / "nolabel.jsonl")),
+                          headers=AUTH).json()["id"]
+    status = _wait(running, run_id, lambda s: RunState(s["state"]).terminal)
+    assert status["state"] == "FAILED"
+    assert "InputError" in status["message"] and "text" in status["message"]
+
+
+class SlowTeacher:
+    """An OpenAI-compatible server on loopback that takes ``delay_s`` per completion."""
+
+    def __init__(self, delay_s: float):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self._send({"data": [{"id": "slow-model", "object": "model"}]})
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(delay_s)
+                text = '[[ ## reasoning ## ]]\nhm\n\n[[ ## label ## ]]\ncard_arrival\n\n[[ ## completed ## ]]'
+                self._send({"id": "x", "object": "chat.completion", "created": 0, "model": "slow-model",
+                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                         "finish_reason": "stop"}],
+                            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+            def _send(self, payload):
+                body = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_cancel_stops_a_running_run(running, space):
+    teacher = SlowTeacher(delay_s=0.5)
+    try:
+        body = _run(space, "cancel", dry_run=False, batch_size=1, actors=1, threads=1, n=2,
+                    teacher={"base_url": teacher.url, "model": "slow-model", "temperature": 1.0})
+        run_id = running.post("/v1/runs", json=body, headers=AUTH).json()["id"]
+        status = _wait(running, run_id, lambda s: s["state"] == "RUNNING" and s["rollouts_done"] >= 2)
+        assert status["state"] == "RUNNING", status
+        response = running.post(f"/v1/runs/{run_id}/cancel", headers=AUTH)
+        assert response.status_code == 200 and response.json()["cancel_requested"]
+        status = _wait(running, run_id, lambda s: RunState(s["state"]).terminal)
+        assert status["state"] == "CANCELLED", status
+        assert 2 <= status["rollouts_done"] < 24
+    finally:
+        teacher.close()
+
+
+def test_cancel_a_queued_run(space, ray_local):
+    manager = RunManager(_settings(space))  # no dispatcher: the run stays queued
+    with TestClient(create_app(manager)) as c:
+        run_id = c.post("/v1/runs", json=_run(space, "queued"), headers=AUTH).json()["id"]
+        assert c.post(f"/v1/runs/{run_id}/cancel", headers=AUTH).json()["state"] == "CANCELLED"
+
+
+def test_a_restarted_service_keeps_its_records_and_resumes_runs(space, ray_local):
+    first = RunManager(_settings(space))
+    with TestClient(create_app(first)) as c:
+        run_id = c.post("/v1/runs", json=_run(space, "restart"), headers=AUTH).json()["id"]
+    # The old replica had dispatched it and died with its task: the record still says RUNNING.
+    record = first.store.get(run_id)
+    first.store.put(record.model_copy(update={"state": RunState.RUNNING, "attempt": 1,
+                                              "dispatched_at": utcnow(), "started_at": utcnow()}))
+
+    second = RunManager(_settings(space)).start()
+    try:
+        with TestClient(create_app(second)) as c:
+            assert run_id in [r["id"] for r in c.get("/v1/runs", headers=AUTH).json()["runs"]]
+            status = _wait(c, run_id, lambda s: RunState(s["state"]).terminal)
+        assert status["state"] == "SUCCEEDED" and status["rollouts_done"] == 24
+        assert second.store.get(run_id).attempt == 2
+    finally:
+        second.stop()
+    third = RunManager(_settings(space))
+    assert isinstance(third.store.get(run_id), RunRecord) and third.store.get(run_id).state == RunState.SUCCEEDED
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_through_ray_serve(ray_local, space):
+    """The Serve deployment of serve_configs/service.yaml's import path, over real HTTP."""
+    import requests
+    from ray import serve
+
+    from raydspy.service.app import build_app
+
+    settings = _settings(space).model_dump(mode="json")
+    settings["token"] = TOKEN
+    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    from ray.serve.context import _get_global_client
+
+    port = _get_global_client().http_config.port
+    serve.run(build_app(settings), name="raydspy-test", route_prefix="/raydspy-test")
+    base = f"http://127.0.0.1:{port}/raydspy-test"
+    try:
+        assert requests.get(f"{base}/v1/runs", timeout=30).status_code == 401
+        assert requests.get(f"{base}/docs", timeout=30).status_code == 200
+        response = requests.post(f"{base}/v1/runs", json=_run(space, "serve"), headers=AUTH, timeout=30)
+        assert response.status_code == 201, response.text
+        run_id = response.json()["id"]
+        deadline = time.monotonic() + 180
+        while True:
+            status = requests.get(f"{base}/v1/runs/{run_id}", headers=AUTH, timeout=30).json()
+            if RunState(status["state"]).terminal or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert status["state"] == "SUCCEEDED" and status["rollouts_done"] == 24
+    finally:
+        serve.delete("raydspy-test")
