@@ -2,9 +2,9 @@
 on Ray Train; takes the flags of `raydspy train sft`.
 
     ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python jobs/sft.py --config jobs/configs/sft-gpu.yaml --dataset s3://bucket/datasets/banking77-sft
+        python jobs/sft.py --config jobs/configs/sft-gpu.yaml --dataset s3://bucket/runs/banking77/datasets/sft
 
-On this machine: `python jobs/sft.py --config jobs/configs/sft-cpu.yaml --dataset datasets/banking77-sft`.
+On this machine: `python jobs/sft.py --config jobs/configs/sft-cpu.yaml --dataset runs/banking77/datasets/sft`.
 Inside a job, RAY_ADDRESS is set, so the run joins the cluster instead of starting a Ray.
 """
 

@@ -219,11 +219,12 @@ def test_sft_export_prepares_in_sft_trainer(student, rollout_rows, tmp_path):
     _, tokenizer, model = student
     data = prompt_completion(_dataset(exports.sft_rows(rollout_rows), exports.SFT_SCHEMA))
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data,
-                         args=SFTConfig(output_dir=str(tmp_path), max_length=1024, use_cpu=True, report_to="none"))
+                         args=SFTConfig(output_dir=str(tmp_path), max_length=1536, use_cpu=True, report_to="none"))
     first = trainer.train_dataset[0]
     assert len(first["input_ids"]) > 100
-    # completion-only loss: only the assistant's answer is trained on
-    assert 0 < sum(first["completion_mask"]) < len(first["input_ids"])
+    # completion-only loss: only the assistant's answer has labels; the prompt's are -100
+    trained = sum(label != -100 for label in first["labels"])
+    assert 0 < trained < len(first["input_ids"]) // 4
 
 
 def test_dpo_export_prepares_in_dpo_trainer(student, rollout_rows, tmp_path):
@@ -232,7 +233,7 @@ def test_dpo_export_prepares_in_dpo_trainer(student, rollout_rows, tmp_path):
     _, tokenizer, model = student
     data = _dataset(exports.dpo_rows(rollout_rows), exports.DPO_SCHEMA)
     trainer = DPOTrainer(model=model, processing_class=tokenizer, train_dataset=data,
-                         args=DPOConfig(output_dir=str(tmp_path), max_length=1024, use_cpu=True, report_to="none"))
+                         args=DPOConfig(output_dir=str(tmp_path), max_length=1536, use_cpu=True, report_to="none"))
     row = trainer.train_dataset[0]
     assert {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(row)
     assert row["chosen_ids"] != row["rejected_ids"]

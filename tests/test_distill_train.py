@@ -47,7 +47,7 @@ def test_two_sft_steps_change_the_weights_and_write_a_checkpoint_transformers_an
 
     dataset = _write_export(exports.sft_rows(rollout_rows), exports.SFT_SCHEMA, tmp_path / "sft")
     config = TrainConfig(dataset=dataset, storage_path=str(tmp_path / "runs"), name="sft-test", max_steps=2,
-                         per_device_train_batch_size=1, max_length=1024, learning_rate=1e-4, logging_steps=1)
+                         per_device_train_batch_size=1, max_length=1536, learning_rate=1e-4, logging_steps=1)
     result = run_training("sft", config)
 
     assert result.metrics["global_step"] == 2
@@ -80,7 +80,7 @@ def test_lora_sft_step_writes_a_merged_model(ray_local, rollout_rows, tmp_path):
 
     dataset = _write_export(exports.sft_rows(rollout_rows)[:2], exports.SFT_SCHEMA, tmp_path / "sft")
     config = TrainConfig(dataset=dataset, storage_path=str(tmp_path / "runs"), name="lora-test", max_steps=1,
-                         per_device_train_batch_size=1, max_length=1024, learning_rate=1e-3,
+                         per_device_train_batch_size=1, max_length=1536, learning_rate=1e-3,
                          lora=LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
     result = run_training("sft", config)
     before, after = _tensors(ensure_checkpoint()), _tensors(result.model_path)

@@ -22,8 +22,8 @@ COMMANDS = ("export", "train", "evaluate")
 EXAMPLES = """\
 the CPU recipe (README, "Distillation"):
   raydspy demo --examples 200 --n 4 --output rollouts/banking77-distill
-  raydspy export sft --rollouts rollouts/banking77-distill --output datasets/banking77-sft
-  raydspy train sft --config jobs/configs/sft-cpu.yaml --dataset datasets/banking77-sft --copy-to runs/banking77/sft-model
+  raydspy export sft --rollouts rollouts/banking77-distill --output runs/banking77/datasets/sft
+  raydspy train sft --config jobs/configs/sft-cpu.yaml --dataset runs/banking77/datasets/sft --copy-to runs/banking77/sft-model
   raydspy evaluate --student runs/banking77/sft-model --output runs/banking77/eval
 """
 

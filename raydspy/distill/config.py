@@ -75,7 +75,7 @@ class TrainConfig(BaseModel):
     num_train_epochs: float = Field(1.0, gt=0)
     per_device_train_batch_size: int = Field(4, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    max_length: int = Field(1024, ge=16, description="Tokens per training sequence (prompt + completion).")
+    max_length: int = Field(1536, ge=16, description="Tokens per training sequence (prompt + completion); longer ones are cut.")
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(500, ge=1, description="Steps between intermediate checkpoints.")
     seed: int = 0

@@ -21,6 +21,7 @@ Example (after ``ray.init()``):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -118,10 +119,8 @@ def _messages(call: dict[str, Any]) -> list[dict[str, str]]:
 def _score(row: dict[str, Any], reward: str | None) -> float | None:
     if reward is None:
         return row["reward"]
-    named = row["rewards"] or []
     # Arrow maps come back as lists of (key, value) pairs.
-    values = dict(named) if isinstance(named, list) else dict(named)
-    return values.get(reward)
+    return dict(row["rewards"] or []).get(reward)
 
 
 def _prompt_key(call: dict[str, Any]) -> tuple[str, str]:
@@ -231,22 +230,21 @@ def read_rollouts(uri: str, storage: StorageOptions | None = None):
     return ray.data.read_parquet(files, filesystem=location.filesystem, schema=ROLLOUT_SCHEMA)
 
 
-class _PerExample:
-    """``map_groups`` body: one example's rollout rows (Arrow) → training rows (Arrow)."""
-
-    def __init__(self, transform: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], schema: pa.Schema):
-        self.transform = transform
-        self.schema = schema
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return pa.Table.from_pylist(self.transform(batch.to_pylist()), schema=self.schema)
+def _per_example(batch: pa.Table, transform: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+                 schema: pa.Schema) -> pa.Table:
+    """``map_groups`` body: one example's rollout rows (Arrow) → its training rows (Arrow)."""
+    return pa.Table.from_pylist(transform(batch.to_pylist()), schema=schema)
 
 
 def _export(kind: str, rollouts_uri: str, output_uri: str, transform: Callable, schema: pa.Schema,
             storage: StorageOptions | None, options: dict[str, Any]) -> ExportSummary:
     ds = read_rollouts(rollouts_uri, storage)
     rollouts = ds.select_columns(["rollout_id"]).unique("rollout_id")
-    out = ds.groupby("example_id").map_groups(_PerExample(transform, schema), batch_format="pyarrow").materialize()
+    # Few partitions: an example's rollouts are a few KB, and Ray's default (200) would start
+    # hundreds of shuffle tasks for a few thousand rows.
+    partitions = max(1, min(16, len(ds.input_files())))
+    body = functools.partial(_per_example, transform=transform, schema=schema)
+    out = ds.groupby("example_id", num_partitions=partitions).map_groups(body, batch_format="pyarrow").materialize()
     rows = out.count()
     location = resolve(output_uri, storage)
     _clear(location)
@@ -280,9 +278,7 @@ def to_sft(rollouts_uri: str, output_uri: str, *, min_reward: float = 1.0, rewar
     Raises:
         StorageError: nothing committed under ``rollouts_uri``, or the output cannot be written.
     """
-    def transform(rows):
-        return sft_rows(rows, min_reward=min_reward, reward=reward)
-
+    transform = functools.partial(sft_rows, min_reward=min_reward, reward=reward)
     return _export("sft", rollouts_uri, output_uri, transform, SFT_SCHEMA, storage,
                    {"min_reward": min_reward, "reward": reward})
 
@@ -295,9 +291,7 @@ def to_dpo(rollouts_uri: str, output_uri: str, *, reward: str | None = None,
     Raises:
         StorageError: nothing committed under ``rollouts_uri``, or the output cannot be written.
     """
-    def transform(rows):
-        return dpo_rows(rows, reward=reward)
-
+    transform = functools.partial(dpo_rows, reward=reward)
     return _export("dpo", rollouts_uri, output_uri, transform, DPO_SCHEMA, storage, {"reward": reward})
 
 
@@ -315,9 +309,7 @@ def to_grpo(rollouts_uri: str, output_uri: str, *, columns: Sequence[str] = (),
     if clash:
         raise ConfigError(f"columns {clash} clash with the GRPO export's own columns {list(_GRPO_RESERVED)}")
 
-    def transform(rows):
-        return grpo_rows(rows, columns=columns)
-
+    transform = functools.partial(grpo_rows, columns=columns)
     return _export("grpo", rollouts_uri, output_uri, transform, grpo_schema(columns), storage, {"columns": list(columns)})
 
 
