@@ -47,6 +47,11 @@ def fresh_teacher(teacher):
     return teacher.model_copy(update={"cache": False, "max_tokens": 96, "retry": QUICK_RETRY})
 
 
+def _report(fault: str, what_happened: str, rows: list) -> None:
+    """One line of the README's fault matrix (shown with `pytest -s`)."""
+    print(f"\nFAULT-MATRIX | {fault} | {what_happened} | {EXAMPLES * N} | {len(rows)} |")
+
+
 def _assert_exactly_once(location, *, errors_allowed=("AdapterParseError",)):
     table, duplicates = read_committed(location)
     rows = table.to_pylist()
@@ -91,7 +96,9 @@ def test_proxy_faults_are_retried_and_lose_nothing(fresh_teacher, sample_csv, tm
     assert summary.complete and summary.deferred == 0, summary.as_dict()
     for fault in ("drop", "slow", "500", "429", "503"):
         assert proxy.faults[fault] >= 1, proxy.faults
-    _assert_exactly_once(resolve(str(tmp_path / "out")))
+    rows = _assert_exactly_once(resolve(str(tmp_path / "out")))
+    injected = ", ".join(f"{count} {fault}" for fault, count in sorted(proxy.faults.items()) if fault != "pass")
+    _report("teacher proxy: " + injected, f"retried; complete in one run ({summary.elapsed_s:.0f} s)", rows)
 
 
 def _collect_actor_pids() -> list[int]:
@@ -118,10 +125,14 @@ def test_a_collect_actor_killed_mid_run(fresh_teacher, sample_csv, tmp_path):
     thread.join(timeout=600)
 
     # Ray restarts the actor and retries its batches; a run that still failed is resumed.
+    first = "failed: " + type(box["error"]).__name__ if "error" in box else (
+        "complete" if box["result"].complete else f"incomplete ({box['result'].missing} missing)")
+    did = f"first run {first}"
     if "error" in box or not box["result"].complete:
         summary = run_pipeline(PROGRAM, fresh_teacher, config, rewards=REWARDS)
         assert summary.complete
-    _assert_exactly_once(out)
+        did += f"; run again: {summary.resumed} already committed, {summary.new_rows} new"
+    _report("a Collect actor SIGKILLed mid-run", did, _assert_exactly_once(out))
 
 
 def _cli(sample_csv, output, *extra) -> subprocess.Popen:
@@ -150,7 +161,8 @@ def test_the_driver_stopped_mid_run_then_run_again(fresh_teacher, sample_csv, tm
     output, _ = again.communicate(timeout=600)
     assert again.returncode == 0, output
     assert f"{committed} already committed" in output
-    _assert_exactly_once(out)
+    _report(f"the driver stopped by {how} mid-run", f"exit {driver.returncode} with {committed} committed; "
+            "run again: only the missing rollouts", _assert_exactly_once(out))
 
 
 def test_the_s3_server_stopped_and_restarted_mid_run(fresh_teacher, sample_csv, tmp_path):
@@ -174,6 +186,7 @@ def test_the_s3_server_stopped_and_restarted_mid_run(fresh_teacher, sample_csv, 
         thread.join(timeout=600)
         assert "error" not in box, box.get("error")
         assert box["result"].complete, box["result"].as_dict()
-        _assert_exactly_once(out)
+        _report("the S3 server stopped 8 s, then restarted", "commits retried; complete in one run",
+                _assert_exactly_once(out))
     finally:
         server.stop()
