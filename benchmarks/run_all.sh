@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Every benchmark, one after the other (they need the machine to themselves: ~25 min on 2 cores).
+# Every benchmark, one after the other: they need the machine to themselves (about 30 min on 2 cores).
 # Results go to benchmarks/results/; BENCHMARKS.md quotes them with their commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 py=.venv/bin/python
 mkdir -p benchmarks/results
-$py benchmarks/collect_overhead.py --examples 400 --rounds 5 | tee benchmarks/results/overhead-8-threads.txt
-$py benchmarks/collect_overhead.py --examples 300 --rounds 3 --threads 1 | tee benchmarks/results/overhead-1-thread.txt
+$py benchmarks/collect_overhead.py --examples 2000 --rounds 7 --threads 8 | tee benchmarks/results/overhead-8-threads.txt
+$py benchmarks/collect_overhead.py --examples 2000 --rounds 7 --threads 1 | tee benchmarks/results/overhead-1-thread.txt
 $py benchmarks/dry_run_bench.py --sizes 1000 100000
-$py benchmarks/teacher_bench.py --requests 96
+$py benchmarks/teacher_bench.py --requests 64
 $py benchmarks/chart.py
