@@ -39,14 +39,16 @@ def _tensors(path) -> dict:
 
 
 def test_two_sft_steps_change_the_weights_and_write_a_checkpoint_transformers_and_vllm_load(
-        ray_local, rollout_rows, tmp_path):
+        ray_local, rollout_rows, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from raydspy.distill.train import run_training
     from raydspy.embedded import ensure_checkpoint
 
-    dataset = _write_export(exports.sft_rows(rollout_rows), exports.SFT_SCHEMA, tmp_path / "sft")
-    config = TrainConfig(dataset=dataset, storage_path=str(tmp_path / "runs"), name="sft-test", max_steps=2,
+    _write_export(exports.sft_rows(rollout_rows), exports.SFT_SCHEMA, tmp_path / "sft")
+    # Relative paths, as on the command line: Ray Train workers run elsewhere, yet find them.
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(dataset="sft", storage_path="runs", name="sft-test", max_steps=2,
                          per_device_train_batch_size=1, max_length=1536, learning_rate=1e-4, logging_steps=1)
     result = run_training("sft", config)
 

@@ -71,8 +71,14 @@ def run_training(method: Method, config: TrainConfig, storage: StorageOptions | 
 
     if method not in ("sft", "grpo"):
         raise ConfigError(f"method must be 'sft' or 'grpo', got {method!r}")
-    # Resolved on the driver: the embedded model converts once here, not once per worker.
+    # Resolved on the driver: the embedded model converts once here, not once per worker; and
+    # local paths become absolute, since Ray Train workers do not run in the driver's directory.
     model_path = str(resolve_model_source(config.model))
+    if os.path.isdir(model_path):
+        model_path = os.path.abspath(model_path)
+    dataset = resolve(config.dataset, storage)
+    if isinstance(dataset.filesystem, pafs.LocalFileSystem):
+        config = config.model_copy(update={"dataset": dataset.path})
     location = resolve(config.storage_path, storage)
     local = isinstance(location.filesystem, pafs.LocalFileSystem)
     run_config = RunConfig(
