@@ -8,6 +8,7 @@ deploys the teacher when asked, and turns raydspy's errors into one-line message
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -116,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--input", help="examples: CSV, JSONL or Parquet file or folder (local, s3://, gs://)")
     collect.add_argument("--output", required=True, help="folder or prefix for the rollout Parquet files")
     collect.add_argument("--rewards", help="MODULE:ATTR of reward_fn(inputs, outputs) -> float, or of {name: fn}")
+    collect.add_argument("--mlflow", action="store_true",
+                         help="log the run to MLflow: parameters, summary metrics, the DSPy program "
+                              "(mlflow.dspy.log_model) and the rollouts URI (needs the `service` extra)")
+    collect.add_argument("--mlflow-tracking-uri", default=None,
+                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlruns, a local store)")
+    collect.add_argument("--mlflow-experiment", default="raydspy", help="MLflow experiment (default: %(default)s)")
     _teacher_args(collect)
     _run_args(collect)
 
@@ -204,8 +211,19 @@ def _collect(args: argparse.Namespace, *, preset_defaults: dict | None = None) -
     _init_ray(args.ray_address, args.num_cpus)
     console.print(f"collecting: program [bold]{program}[/], input {input_uri}, n={config.n}, "
                   f"teacher {teacher.model} at {teacher.base_url}" + (" [dim](dry run)[/]" if config.dry_run else ""))
-    with RunProgressBar(console) as bar:
-        summary = run_pipeline(program, teacher, config, rewards=rewards, on_start=bar.start, on_progress=bar.update)
+    with contextlib.ExitStack() as stack:
+        tracked = None
+        if getattr(args, "mlflow", False):
+            from raydspy.tracking import MlflowRun
+
+            tracked = stack.enter_context(MlflowRun(program, teacher, config, rewards=rewards,
+                                                    tracking_uri=args.mlflow_tracking_uri,
+                                                    experiment=args.mlflow_experiment))
+        with RunProgressBar(console) as bar:
+            summary = run_pipeline(program, teacher, config, rewards=rewards, on_start=bar.start, on_progress=bar.update)
+        if tracked is not None:
+            tracked.finish(summary)
+            console.print(f"MLflow: run {tracked.run_id} in {tracked.tracking_uri}")
     _print_summary(summary, dry_run=config.dry_run)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary.as_dict(), indent=2))
