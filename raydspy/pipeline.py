@@ -95,6 +95,12 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @property
+    def calls_per_actor(self) -> int:
+        """Blocks each actor works on at once: enough blocks of ``batch_size × n`` rollouts to
+        fill its ``threads_per_actor`` threads, plus one (at least 2)."""
+        return max(2, -(-self.threads_per_actor // (self.batch_size * self.n)) + 1)
+
 
 @dataclass
 class RunProgress:
@@ -305,10 +311,10 @@ def run_pipeline(
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(
             size=config.num_actors,
-            # Several blocks per actor at once: the shared thread pool stays full while one
-            # block's slowest rollout finishes (no tail at each block's end).
-            max_concurrent_calls_per_actor=2,
-            max_tasks_in_flight_per_actor=2,
+            # Several blocks per actor at once, enough to keep every rollout thread busy, plus
+            # one: the pool stays full while a block's slowest rollout finishes.
+            max_concurrent_calls_per_actor=config.calls_per_actor,
+            max_tasks_in_flight_per_actor=config.calls_per_actor,
             enable_true_multi_threading=True,
         ),
         num_cpus=config.actor_num_cpus,
