@@ -35,7 +35,7 @@ import ray
 import ray.data
 from pydantic import BaseModel, ConfigDict, Field
 
-from raydspy.commits import commit_rollouts, committed_files, committed_rollout_ids, read_committed
+from raydspy.commits import commit_rollouts, committed_rollout_ids
 from raydspy.errors import ConfigError, InputError, RaydspyError
 from raydspy.inputs import check_columns, read_examples
 from raydspy.rewards import RewardSet
@@ -43,7 +43,7 @@ from raydspy.rollouts import records_to_table
 from raydspy.runner import RolloutRunner, program_input_fields
 from raydspy.specs import load_program, load_rewards
 from raydspy.storage import Location, StorageOptions, check_writable, resolve, write_atomic
-from raydspy.summary import RunSummary, summarize
+from raydspy.summary import RunSummary, summarize_committed
 from raydspy.teacher import TeacherConfig
 from raydspy.validation import InputCheck, check_input, input_field_types
 
@@ -320,9 +320,7 @@ def run_pipeline(
         num_cpus=config.actor_num_cpus,
     )
     stopped = _follow(stats, progress, config, on_progress) if progress.remaining > 0 else None
-    files = committed_files(output)
-    table, duplicates = read_committed(output, files)
-    summary = summarize(table, elapsed_s=progress.elapsed_s, files=files, output_uri=output.uri)
+    summary, duplicates = summarize_committed(output, elapsed_s=progress.elapsed_s)
     return replace(
         summary, planned=progress.planned, resumed=progress.resumed, new_rows=progress.committed,
         deferred=progress.deferred, duplicate_rows=duplicates, invalid_rows=len(checked.invalid),

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raydspy.commits import read_committed
+from raydspy.commits import committed_files, read_committed
 from raydspy.storage import Location
 
-__all__ = ["RunSummary", "summarize", "read_rollouts"]
+__all__ = ["RunSummary", "summarize", "summarize_committed", "read_rollouts"]
 
 
 @dataclass
@@ -98,6 +98,92 @@ class RunSummary:
             "stopped": self.stopped,
             "complete": self.complete,
         }
+
+
+def read_rollouts(location: Location, files: list[str] | None = None) -> pa.Table:
+    """Every committed rollout row under ``location`` (or in ``files``), one per rollout id, as
+    one `ROLLOUT_SCHEMA` table (see `raydspy.commits.read_committed`).
+
+    Raises:
+        StorageError: the files cannot be listed or read.
+    """
+    return read_committed(location, files)[0]
+
+
+class _Tally:
+    """Running totals over rollout tables, added one at a time (one part file's worth of memory)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.reward_sum, self.reward_count = 0.0, 0
+        self.format_ok, self.format_count = 0, 0
+        self.tokens = 0
+        self.named: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
+
+    def add(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        self.rows += table.num_rows
+        self.errors.update(e.split(":", 1)[0] for e in table.column("error").drop_null().to_pylist())
+        rewards = table.column("reward").drop_null()
+        self.reward_sum += pc.sum(rewards).as_py() or 0.0
+        self.reward_count += len(rewards)
+        fmt = table.column("format_ok").drop_null()
+        self.format_ok += pc.sum(fmt.cast(pa.int64())).as_py() or 0
+        self.format_count += len(fmt)
+        calls = pc.list_flatten(table.column("trace")).combine_chunks()
+        if len(calls):
+            self.tokens += pc.sum(calls.field("completion_tokens")).as_py() or 0
+        for pairs in table.column("rewards").to_pylist():
+            for name, value in pairs or []:
+                total = self.named[name]
+                total[0] += value
+                total[1] += 1
+
+    def result(self, *, elapsed_s: float, files: list[str] | None, output_uri: str) -> RunSummary:
+        return RunSummary(
+            rows=self.rows,
+            error_rows=sum(self.errors.values()),
+            errors_by_type=dict(self.errors.most_common()),
+            mean_reward=self.reward_sum / self.reward_count if self.reward_count else None,
+            reward_means={name: total / count for name, (total, count) in sorted(self.named.items())},
+            format_rate=self.format_ok / self.format_count if self.format_count else None,
+            completion_tokens=int(self.tokens),
+            elapsed_s=elapsed_s,
+            files=list(files or []),
+            output_uri=output_uri,
+        )
+
+
+def summarize(table: pa.Table, *, elapsed_s: float = 0.0, files: list[str] | None = None, output_uri: str = "") -> RunSummary:
+    """Summarise a table of rollout rows."""
+    tally = _Tally()
+    tally.add(table)
+    return tally.result(elapsed_s=elapsed_s, files=files, output_uri=output_uri)
+
+
+def summarize_committed(location: Location, files: list[str] | None = None, *, elapsed_s: float = 0.0) -> tuple[RunSummary, int]:
+    """Summarise the committed rollouts under ``location`` (or in ``files``), one file at a time,
+    so memory stays that of one part file however large the output (a 100,000-row dry run read
+    whole took gigabytes). One row per rollout id, as `raydspy.commits.read_committed` keeps.
+
+    Returns:
+        ``(summary, duplicates_dropped)``.
+
+    Raises:
+        StorageError: the files cannot be listed or read.
+    """
+    files = committed_files(location) if files is None else files
+    tally, seen, duplicates = _Tally(), set(), 0
+    for path in files:
+        table, _ = read_committed(location, [path])
+        ids = table.column("rollout_id").to_pylist()
+        fresh = [i for i, rid in enumerate(ids) if rid not in seen]
+        duplicates += len(ids) - len(fresh)
+        seen.update(ids)
+        tally.add(table if len(fresh) == len(ids) else table.take(fresh))
+    return tally.result(elapsed_s=elapsed_s, files=files, output_uri=location.uri), duplicates
 
 
 def read_rollouts(location: Location, files: list[str] | None = None) -> pa.Table:

@@ -20,6 +20,7 @@ from raydspy.retries import RetryPolicy
 from raydspy.rollouts import RolloutRecord, records_to_table
 from raydspy.runner import RolloutRunner
 from raydspy.storage import resolve
+from raydspy.summary import summarize, summarize_committed
 from raydspy.teacher import TeacherConfig
 from raydspy.validation import check_input, input_field_types
 
@@ -191,3 +192,14 @@ def test_readers_keep_one_row_per_rollout_id(tmp_path):
     (tmp_path / ".part-tmp.parquet").write_bytes(b"half a file")
     table, dropped = read_committed(location)
     assert sorted(table.column("rollout_id").to_pylist()) == ["r1", "r2", "r3"] and dropped == 1
+
+
+def test_the_summary_reads_one_file_at_a_time_and_counts_each_rollout_once(tmp_path):
+    location = resolve(str(tmp_path))
+    commit_rollouts(location, _records(["r1", "r2"]))
+    commit_rollouts(location, _records(["r2", "r3"]))
+    summary, dropped = summarize_committed(location)
+    whole = summarize(read_committed(location)[0])
+    assert dropped == 1 and summary.rows == whole.rows == 3
+    assert (summary.error_rows, summary.mean_reward, summary.format_rate, summary.completion_tokens) == (
+        whole.error_rows, whole.mean_reward, whole.format_rate, whole.completion_tokens)
