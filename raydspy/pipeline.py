@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from raydspy.commits import commit_rollouts, committed_rollout_ids
 from raydspy.errors import ConfigError, InputError, RaydspyError
 from raydspy.inputs import check_columns, read_examples
+from raydspy.metrics import RolloutMetrics
 from raydspy.rewards import RewardSet
 from raydspy.rollouts import records_to_table
 from raydspy.runner import RolloutRunner, program_input_fields
@@ -193,14 +194,17 @@ class CollectWorker:
         self.excluded = ray.get(excluded) if isinstance(excluded, ray.ObjectRef) else excluded
         self.done = ray.get(done) if isinstance(done, ray.ObjectRef) else done
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="rollout")
+        self.metrics = RolloutMetrics(run=output.uri)  # Ray metrics, tagged by run (raydspy.metrics)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         jobs = [j for j in self.runner.plan(batch.to_pylist(), self.n) if j.example_id not in self.excluded]
         todo = [j for j in jobs if j.rollout_id not in self.done]
-        results = self.runner.run_jobs(todo, n=self.n, executor=self.pool)
+        self.metrics.started(len(todo))
+        results = self.runner.run_jobs(todo, n=self.n, executor=self.pool, on_result=self.metrics.finished)
         kept = [r.record for r in results if not r.transient]
         deferred = [r.record for r in results if r.transient]
         path = commit_rollouts(self.output, records_to_table(kept))
+        self.metrics.committed(len(kept))
         rewards = [r.reward for r in kept if r.reward is not None]
         errors = [r.error for r in kept + deferred if r.error]
         tokens = sum(c.completion_tokens or 0 for r in kept for c in r.trace)

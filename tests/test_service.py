@@ -213,9 +213,13 @@ def test_a_failing_run_records_why(running, space):
 
 
 class SlowTeacher:
-    """An OpenAI-compatible server on loopback that takes ``delay_s`` per completion."""
+    """An OpenAI-compatible server on loopback that takes ``delay_s`` per completion; with
+    ``bad_every=k``, every k-th completion is text in no format (the rollout fails to parse)."""
 
-    def __init__(self, delay_s: float):
+    def __init__(self, delay_s: float, bad_every: int = 0):
+        counter = iter(range(1, 1 << 30))
+        lock = threading.Lock()
+
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
@@ -226,7 +230,11 @@ class SlowTeacher:
             def do_POST(self):
                 self.rfile.read(int(self.headers["Content-Length"]))
                 time.sleep(delay_s)
+                with lock:
+                    k = next(counter)
                 text = '[[ ## reasoning ## ]]\nhm\n\n[[ ## label ## ]]\ncard_arrival\n\n[[ ## completed ## ]]'
+                if bad_every and k % bad_every == 0:
+                    text = "I am not sure."
                 self._send({"id": "x", "object": "chat.completion", "created": 0, "model": "slow-model",
                             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                          "finish_reason": "stop"}],
