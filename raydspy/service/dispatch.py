@@ -192,7 +192,12 @@ class RunManager:
                 self._dispatch(record)
 
     def _follow(self, record: RunRecord) -> None:
-        outcome = self.executor.outcome(record)
+        try:
+            outcome = self.executor.outcome(record)
+        except Exception:  # noqa: BLE001 - one run the executor cannot answer for must not stall the others
+            logger.warning("run %s: cannot get its state from the %s executor; will retry",
+                           record.id, self.executor.name, exc_info=True)
+            return
         if outcome is None:
             return
         state, message = outcome
