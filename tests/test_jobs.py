@@ -8,7 +8,6 @@ import shlex
 import sys
 import time
 
-import pytest
 from fastapi.testclient import TestClient
 from ray_head import REPO, ray_head  # noqa: F401 - the session fixture
 
@@ -20,8 +19,6 @@ EXCLUDES = [".venv", ".git", "rollouts", "runs", "build", "*.egg-info", ".pytest
 
 
 def _wait_for_job(client, job_id: str, timeout_s: float = 420.0):
-    from ray.job_submission import JobStatus
-
     deadline = time.monotonic() + timeout_s
     while True:
         status = client.get_job_status(job_id)

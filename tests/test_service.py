@@ -21,7 +21,7 @@ from raydspy.programs import banking77
 from raydspy.service.api import create_app
 from raydspy.service.dispatch import RunManager
 from raydspy.service.runs import RunRecord, utcnow
-from raydspy.service.schemas import RunRequest, RunState
+from raydspy.service.schemas import RunState
 from raydspy.service.settings import ServiceSettings
 
 TOKEN = "s3cret-token"
