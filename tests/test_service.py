@@ -339,3 +339,24 @@ def test_through_ray_serve(ray_local, space):
         assert status["state"] == "SUCCEEDED" and status["rollouts_done"] == 24
     finally:
         serve.delete("raydspy-test")
+
+
+def test_mlflow_needs_a_configured_tracking_uri(client, space):
+    response = client.post("/v1/runs", json=_run(space, "x", mlflow=True), headers=AUTH)
+    assert response.status_code == 422 and "mlflow_tracking_uri" in response.json()["detail"]
+
+
+def test_a_run_tracked_in_mlflow(space, ray_local):
+    mlflow = pytest.importorskip("mlflow")
+    uri = (space / "mlruns").as_uri()
+    manager = RunManager(_settings(space, mlflow_tracking_uri=uri)).start()
+    try:
+        with TestClient(create_app(manager)) as c:
+            run_id = c.post("/v1/runs", json=_run(space, "tracked", mlflow=True), headers=AUTH).json()["id"]
+            status = _wait(c, run_id, lambda s: RunState(s["state"]).terminal)
+        assert status["state"] == "SUCCEEDED" and status["mlflow_run_id"], status
+        run = mlflow.MlflowClient(uri).get_run(status["mlflow_run_id"])
+        assert run.info.run_name == run_id and run.data.metrics["rows"] == 24
+        assert run.data.tags["rollouts_uri"] == str(space / "out" / "tracked")
+    finally:
+        manager.stop()

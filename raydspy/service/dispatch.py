@@ -75,6 +75,8 @@ class RunManager:
             "model": request.teacher.model or s.default_teacher_model,
         })
         check_teacher(teacher.base_url, s.teacher_prefixes)
+        if request.mlflow and not s.mlflow_tracking_uri:
+            raise ConfigError("this service has no mlflow_tracking_uri: submit without `mlflow`, or configure one")
         load_program(request.program)  # an allow-listed module that does not import, or a non-Module: 422 now
         load_rewards(request.rewards)
         return request.model_copy(update={"teacher": teacher})
@@ -82,7 +84,8 @@ class RunManager:
     def submit(self, request: RunRequest) -> RunRecord:
         """Check, record (PENDING) and queue a run; returns its record."""
         request = self.validate(request)
-        record = RunRecord(id=new_run_id(), request=request, executor=self.executor.name)
+        record = RunRecord(id=new_run_id(), request=request, executor=self.executor.name,
+                           mlflow_tracking_uri=self.settings.mlflow_tracking_uri if request.mlflow else None)
         with self._lock:
             self.store.put(record)
             self._open[record.id] = record
@@ -122,6 +125,7 @@ class RunManager:
             output_uri=req.output_uri, n=req.n, dry_run=req.dry_run, rollouts_done=done,
             rollouts_total=record.planned, errors=errors, mean_reward=mean, rollouts_per_s=rate,
             cancel_requested=self.store.cancel_requested(record.id), message=record.message,
+            mlflow_run_id=record.mlflow_run_id,
             created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
         )
 

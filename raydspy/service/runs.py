@@ -48,3 +48,5 @@ class RunRecord(BaseModel):
     resumed: int = Field(0, description="Of those, rollouts committed before this attempt started.")
     summary: dict[str, Any] | None = Field(None, description="`RunSummary.as_dict()` of the finished run.")
     message: str | None = None
+    mlflow_tracking_uri: str | None = Field(None, description="Where the worker tracks the run in MLflow; None: not tracked.")
+    mlflow_run_id: str | None = Field(None, description="The MLflow run, once the worker started it.")

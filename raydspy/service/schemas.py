@@ -47,6 +47,7 @@ class RunRequest(BaseModel):
     threads: int = Field(32, ge=1, le=512, description="Rollouts in flight per actor.")
     batch_size: int = Field(8, ge=1, le=4096, description="Examples per actor call and per committed file.")
     max_error_rate: float = Field(0.5, ge=0.0, le=1.0, description="Stop (resumably) above this share of failed rollouts.")
+    mlflow: bool = Field(False, description="Track the run in MLflow (the service's mlflow_tracking_uri).")
 
 
 class RunState(str, Enum):
@@ -85,6 +86,7 @@ class RunStatus(BaseModel):
     mean_reward: float | None = Field(None, description="Mean combined reward of the committed rows that have one.")
     rollouts_per_s: float | None = Field(None, description="Rollouts this run committed per second since it started.")
     cancel_requested: bool = False
+    mlflow_run_id: str | None = Field(None, description="The run's MLflow run, when it is tracked.")
     message: str | None = Field(None, description="Why it failed or stopped.")
     created_at: dt.datetime
     started_at: dt.datetime | None = None

@@ -56,6 +56,9 @@ class ServiceSettings(BaseSettings):
     job_address: str | None = Field(
         None, description="Ray dashboard address for the `job` executor, e.g. http://127.0.0.1:8265 (default: $RAY_ADDRESS or local).")
     job_runtime_env: dict[str, Any] = Field(default_factory=dict, description="runtime_env of each run's Ray job (or task).")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI for runs submitted with `mlflow: true` (a server, or a path every "
+        "node shares); None refuses them.")
     dispatch_interval_s: float = Field(1.0, gt=0, description="How often queued and running runs are checked.")
 
     @field_validator("allowed_modules")

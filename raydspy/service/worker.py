@@ -12,6 +12,7 @@ same run submitted again resumes). A Ray task cancel (``ray.cancel``) and ``ray 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -81,8 +82,19 @@ def execute_run(run_id: str, state_uri: str, s3_endpoint_url: str | None = None)
     outcome: dict = {}
     try:
         teacher, config = _configs(record, storage)
-        summary = run_pipeline(record.request.program, teacher, config, rewards=record.request.rewards,
-                               on_start=on_start, on_progress=on_progress)
+        with contextlib.ExitStack() as stack:
+            tracked = None
+            if record.mlflow_tracking_uri:
+                from raydspy.tracking import MlflowRun
+
+                tracked = stack.enter_context(MlflowRun(
+                    record.request.program, teacher, config, rewards=record.request.rewards,
+                    tracking_uri=record.mlflow_tracking_uri, run_name=run_id))
+                store.update(run_id, mlflow_run_id=tracked.run_id)
+            summary = run_pipeline(record.request.program, teacher, config, rewards=record.request.rewards,
+                                   on_start=on_start, on_progress=on_progress)
+            if tracked is not None:
+                tracked.finish(summary)
         outcome["summary"] = summary.as_dict()
         if summary.complete:
             outcome["state"] = RunState.SUCCEEDED
