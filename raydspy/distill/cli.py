@@ -136,7 +136,7 @@ def _train(args, init_ray, console) -> int:
         target = Path(args.copy_to)
         if target.exists():
             shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True)  # copy_files writes into an existing folder
         pafs.copy_files(result.model_path, str(target.resolve()), source_filesystem=result.filesystem,
                         destination_filesystem=pafs.LocalFileSystem())
         console.print(f"copied to {target}")
