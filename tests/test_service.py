@@ -346,8 +346,11 @@ def test_mlflow_needs_a_configured_tracking_uri(client, space):
     assert response.status_code == 422 and "mlflow_tracking_uri" in response.json()["detail"]
 
 
-def test_a_run_tracked_in_mlflow(space, ray_local):
+def test_a_run_tracked_in_mlflow(space, ray_local, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
+    # This process reads the file store too; MLflow 3 opens one only when asked to (the run's
+    # worker sets the same for itself, raydspy.tracking).
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     uri = (space / "mlruns").as_uri()
     manager = RunManager(_settings(space, mlflow_tracking_uri=uri)).start()
     try:
