@@ -64,6 +64,10 @@ def _teacher_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--structured-outputs", action=argparse.BooleanOptionalAction, default=None,
                    help="send each signature's JSON schema so the server enforces it (vLLM structured outputs); "
                         "every completion then parses, even from a small teacher")
+    g.add_argument("--max-text-chars", type=int, default=None,
+                   help="with --structured-outputs: bound each free-text output field (reasoning) to this many "
+                        "characters in the schema, so a teacher that loops still returns JSON that parses "
+                        "(default: unbounded)")
     g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
                    help="DSPy's request cache: a resumed run gets calls that completed before a crash from it "
                         "at no cost (default: on)")
@@ -301,6 +305,7 @@ def _teacher(args: argparse.Namespace, settings: dict) -> TeacherConfig:
         temperature=pick("temperature", 1.0),
         max_tokens=pick("max_tokens", 256),
         structured_outputs=pick("structured_outputs", False),
+        max_text_chars=pick("max_text_chars", None),
         cache=args.cache,
     )
 

@@ -59,7 +59,11 @@ def program_hash(program: dspy.Module, adapter: dspy.Adapter | None = None) -> s
                 "demos": [dict(d) for d in predictor.demos],
             }
         )
-    return _digest({"predictors": parts, "adapter": type(adapter).__name__ if adapter else None}, 16)
+    adapter_name = type(adapter).__name__ if adapter else None
+    bound = getattr(adapter, "max_text_chars", None)
+    if bound is not None:  # only when set, so ids of runs without a bound stay what they were
+        adapter_name = f"{adapter_name}(max_text_chars={bound})"
+    return _digest({"predictors": parts, "adapter": adapter_name}, 16)
 
 
 def rollout_id(

@@ -38,6 +38,12 @@ class TeacherConfig(BaseModel):
         description="Send each signature's JSON schema as response_format (vLLM structured outputs), "
         "so every completion parses even from a small teacher. Uses JSONAdapter prompts.",
     )
+    max_text_chars: int | None = Field(
+        None,
+        ge=1,
+        description="With structured outputs: bound each free-text output field (e.g. reasoning) to this many "
+        "characters in the schema, so a teacher that loops is cut inside the JSON and still parses.",
+    )
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     cache: bool = Field(
         True,
@@ -70,7 +76,7 @@ class TeacherConfig(BaseModel):
     def adapter(self) -> dspy.Adapter | None:
         """The adapter rollouts must use: `StructuredOutputAdapter` with structured outputs on,
         else None (the program's own, ChatAdapter by default)."""
-        return StructuredOutputAdapter() if self.structured_outputs else None
+        return StructuredOutputAdapter(max_text_chars=self.max_text_chars) if self.structured_outputs else None
 
     def check_reachable(self, timeout_s: float = 10.0) -> dict[str, Any]:
         """Fail fast, before any rollout, when the endpoint is down or lacks the model.

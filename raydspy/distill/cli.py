@@ -80,6 +80,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                           help="use models already served at --base-url (student, student-grpo, smollm2-135m-instruct)")
     evaluate.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="endpoint (default: %(default)s)")
     evaluate.add_argument("--threads", type=int, default=32, help="requests in flight (default: %(default)s)")
+    evaluate.add_argument("--max-tokens", type=int, default=192, help="completion tokens per call (default: %(default)s)")
+    evaluate.add_argument("--teacher-max-text-chars", type=int, default=400,
+                          help="bound on the structured teacher's free-text fields, in characters, so a greedy "
+                               "loop in `reasoning` still parses; 0 for none (default: %(default)s)")
     _common(evaluate)
 
 
@@ -168,14 +172,16 @@ def _evaluate(args, init_ray, console) -> int:
             for model in [*models, EMBEDDED_MODEL_ID]:
                 wait_for_teacher(TeacherConfig(base_url=args.base_url, model=model), timeout_s=1200)
         console.print(f"students ready in {time.perf_counter() - started:.0f} s")
-    candidates = [Candidate("teacher", EMBEDDED_MODEL_ID, "structured", args.base_url),
+    candidates = [Candidate("teacher", EMBEDDED_MODEL_ID, "structured", args.base_url,
+                            max_text_chars=args.teacher_max_text_chars or None),
                   Candidate("base student", EMBEDDED_MODEL_ID, "plain", args.base_url),
                   Candidate("SFT student", "student", "plain", args.base_url)]
     if args.grpo_student:
         candidates.append(Candidate("GRPO student", "student-grpo", "plain", args.base_url))
     try:
         queries = held_out_queries(args.examples, num_labels=args.num_labels)
-        results = evaluate(candidates, queries, output, num_labels=args.num_labels, threads=args.threads)
+        results = evaluate(candidates, queries, output, num_labels=args.num_labels,
+                           max_tokens=args.max_tokens, threads=args.threads)
     finally:
         if deployed:
             serve.shutdown()

@@ -24,6 +24,8 @@ class TeacherSpec(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature; > 0 for distinct rollouts.")
     max_tokens: int = Field(256, ge=1, le=32768, description="Completion tokens per LM call.")
     structured_outputs: bool = Field(False, description="Send each signature's JSON schema (vLLM structured outputs).")
+    max_text_chars: int | None = Field(None, ge=1, description="With structured outputs: bound each free-text "
+                                       "output field to this many characters.")
 
 
 class RunRequest(BaseModel):
