@@ -1,7 +1,8 @@
 """A tiny OpenAI-compatible chat server on loopback, for unit tests whose point is not the LM.
 
 Every completion it returns is new (a counter), so a test can tell a real call from a cached one.
-The reply follows ChatAdapter's format for the output fields named in ``fields``.
+The reply follows ChatAdapter's format for the output fields named in ``fields``, or is what
+``reply(request, k)`` returns (``request``: the parsed chat request, ``k``: the call's number).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
-    def __init__(self, fields: dict[str, str]):
-        self.fields = fields  # output field -> value prefix
+    def __init__(self, fields: dict[str, str] | None = None, reply=None):
+        self.fields = fields or {}  # output field -> value prefix
+        self.reply = reply
         self.requests: list[dict] = []
         self._counter = itertools.count()
         self._lock = threading.Lock()
@@ -33,8 +35,11 @@ class FakeOpenAI:
                 with owner._lock:
                     owner.requests.append(request)
                     k = next(owner._counter)
-                text = "\n\n".join(f"[[ ## {f} ## ]]\n{v}{k}" for f, v in owner.fields.items())
-                text += "\n\n[[ ## completed ## ]]"
+                if owner.reply is not None:
+                    text = owner.reply(request, k)
+                else:
+                    text = "\n\n".join(f"[[ ## {f} ## ]]\n{v}{k}" for f, v in owner.fields.items())
+                    text += "\n\n[[ ## completed ## ]]"
                 body = json.dumps({
                     "id": f"cmpl-{k}", "object": "chat.completion", "created": 0, "model": request.get("model"),
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],

@@ -84,7 +84,7 @@ def test_report_writes_table_chart_and_json(tmp_path):
                EvalResult("SFT student", "student", "plain", 200, 0.255, 0.97, 6, 70.0)]
     paths = write_report(results, tmp_path)
     table = paths["markdown"].read_text()
-    assert "| SFT student (`student`) | plain | 25.5 % | 97.0 % | 200 |" in table
+    assert "| SFT student (`student`) | plain | 0 | 25.5 % | 97.0 % | 200 |" in table
     assert table == markdown_table(results)
     assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert '"format_compliance": 0.97' in paths["json"].read_text()
@@ -114,3 +114,38 @@ def test_evaluate_teacher_and_base_student_through_the_program(teacher, tmp_path
     assert all(r.examples == 12 and 0.0 <= r.accuracy <= 1.0 for r in results)
     rows = pq.read_table(tmp_path / "eval" / "rollouts" / "teacher").to_pylist()
     assert all(len(json.loads(r["outputs"])["reasoning"]) <= 120 for r in rows)
+
+
+def _keyword_classifier(request, k):
+    """A fake student that labels a query ``card_arrival`` when it mentions a card, else
+    ``cancel_transfer``, in the JSON the plain adapter parses."""
+    query = request["messages"][-1]["content"].split("[[ ## text ## ]]")[-1].split("Respond with")[0]
+    label = "card_arrival" if "card" in query.lower() else "cancel_transfer"
+    return json.dumps({"reasoning": f"call {k}", "label": label})
+
+
+def test_prompt_optimisation_adds_the_models_own_right_answers_as_demos(tmp_path):
+    from fake_openai import FakeOpenAI
+
+    from raydspy.distill.evaluate import train_queries
+
+    queries = held_out_queries(6, cache_dir=tmp_path)
+    trainset = train_queries(16, cache_dir=tmp_path)
+    assert not {q["text"] for q in queries} & {t["text"] for t in trainset}
+    with FakeOpenAI(reply=_keyword_classifier) as server:
+        results = evaluate([Candidate("student", "fake-model", "plain", server.url)], queries, tmp_path / "eval",
+                           threads=4, optimizer="bootstrap", trainset=trainset, max_demos=2)
+        demo_prompts = [r for r in server.requests if "call " in json.dumps(r["messages"][:-1])]
+    plain, optimised = results
+    assert (plain.name, plain.demos) == ("student", 0)
+    assert (optimised.name, optimised.demos) == ("student + BootstrapFewShot", 2)
+    assert plain.format_compliance == optimised.format_compliance == 1.0
+    # The demos are answers the model got right on training queries, sent with every test query.
+    assert len(demo_prompts) == len(queries)
+    rows = pq.read_table(tmp_path / "eval" / "rollouts" / "student+BootstrapFewShot").to_pylist()
+    assert len(rows) == 6 and all(json.loads(r["outputs"])["label"] in ("card_arrival", "cancel_transfer") for r in rows)
+
+
+def test_prompt_optimisation_needs_training_queries(tmp_path):
+    with pytest.raises(ValueError, match="trainset"):
+        evaluate([Candidate("student", "m", "plain", "http://127.0.0.1:9/v1")], [], tmp_path, optimizer="bootstrap")

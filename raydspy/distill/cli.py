@@ -80,6 +80,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                           help="use models already served at --base-url (student, student-grpo, smollm2-135m-instruct)")
     evaluate.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="endpoint (default: %(default)s)")
     evaluate.add_argument("--threads", type=int, default=32, help="requests in flight (default: %(default)s)")
+    evaluate.add_argument("--optimizer", choices=["bootstrap", "random-search"], default=None,
+                          help="also evaluate each model after prompt optimisation: DSPy's BootstrapFewShot or "
+                               "BootstrapFewShotWithRandomSearch, demos from the model's own right answers")
+    evaluate.add_argument("--train-examples", type=int, default=32,
+                          help="training queries the optimiser draws demos from (default: %(default)s)")
+    evaluate.add_argument("--max-demos", type=int, default=4, help="demos per predictor (default: %(default)s)")
     evaluate.add_argument("--max-tokens", type=int, default=192, help="completion tokens per call (default: %(default)s)")
     evaluate.add_argument("--teacher-max-text-chars", type=int, default=400,
                           help="bound on the structured teacher's free-text fields, in characters, so a greedy "
@@ -150,7 +156,7 @@ def _train(args, init_ray, console) -> int:
 def _evaluate(args, init_ray, console) -> int:
     from ray import serve
 
-    from raydspy.distill.evaluate import Candidate, evaluate, held_out_queries, write_report
+    from raydspy.distill.evaluate import Candidate, evaluate, held_out_queries, train_queries, write_report
     from raydspy.embedded import EMBEDDED_MODEL_ID
     from raydspy.serving import SERVE_CONFIGS, deploy_serve_config, load_serve_config, wait_for_teacher
     from raydspy.teacher import TeacherConfig
@@ -180,8 +186,10 @@ def _evaluate(args, init_ray, console) -> int:
         candidates.append(Candidate("GRPO student", "student-grpo", "plain", args.base_url))
     try:
         queries = held_out_queries(args.examples, num_labels=args.num_labels)
-        results = evaluate(candidates, queries, output, num_labels=args.num_labels,
-                           max_tokens=args.max_tokens, threads=args.threads)
+        trainset = train_queries(args.train_examples, num_labels=args.num_labels) if args.optimizer else ()
+        results = evaluate(candidates, queries, output, num_labels=args.num_labels, max_tokens=args.max_tokens,
+                           threads=args.threads, optimizer=args.optimizer, trainset=trainset,
+                           max_demos=args.max_demos)
     finally:
         if deployed:
             serve.shutdown()
