@@ -4,7 +4,9 @@ Every contender sends the same banking77 prompts (the exact messages and JSON sc
 sends, formatted once by a dry run) to the same vLLM teacher on Ray Serve, with DSPy's cache off:
 
     limit        an async OpenAI-compatible client at 16, 64 and 128 requests in flight (the best is "the limit")
-    pipeline     raydspy's Ray Data pipeline (the full program: parse, rewards, commit to Parquet)
+    pipeline     raydspy's Ray Data pipeline (the full program: parse, rewards, commit to Parquet); also
+                 its active window (first request sent to last rollout done), which leaves out
+                 Ray Data's start-up: the rate a long run approaches
     parallel-8   dspy.Parallel, 8 threads (the seed's way)
     parallel-64  dspy.Parallel, 64 threads
     ray-data-llm ray.data.llm's HttpRequestProcessorConfig sending the formatted requests (no DSPy)
@@ -49,6 +51,7 @@ class Measure:
     requests: int
     seconds: float
     completion_tokens: int
+    active_s: float | None = None  # pipelines: first request sent -> last rollout done (no start-up)
 
     @property
     def tokens_per_s(self) -> float:
@@ -59,8 +62,13 @@ class Measure:
         return self.requests / self.seconds
 
     def row(self, limit: "Measure | None") -> dict:
-        return {**asdict(self), "tokens_per_s": round(self.tokens_per_s, 1), "requests_per_s": round(self.requests_per_s, 3),
-                "ratio_to_limit": round(self.tokens_per_s / limit.tokens_per_s, 3) if limit else None}
+        row = {**asdict(self), "tokens_per_s": round(self.tokens_per_s, 1), "requests_per_s": round(self.requests_per_s, 3),
+               "ratio_to_limit": round(self.tokens_per_s / limit.tokens_per_s, 3) if limit else None}
+        if self.active_s:
+            active_rate = self.completion_tokens / self.active_s
+            row.update(startup_s=round(self.seconds - self.active_s, 1), active_tokens_per_s=round(active_rate, 1),
+                       active_ratio_to_limit=round(active_rate / limit.tokens_per_s, 3) if limit else None)
+        return row
 
 
 def formatted_requests(examples: list[dict], teacher: TeacherConfig) -> list[dict]:
@@ -102,7 +110,20 @@ def pipeline(input_csv: str, teacher: TeacherConfig, count: int, *, actors: int 
                                 threads_per_actor=threads, batch_size=4, max_error_rate=1.0)
         started = time.perf_counter()
         summary = run_pipeline(PROGRAM, teacher, config, rewards=REWARDS)
-        return Measure(name, summary.rows, time.perf_counter() - started, summary.completion_tokens)
+        seconds = time.perf_counter() - started
+        return Measure(name, summary.rows, seconds, summary.completion_tokens, active_window_s(out))
+
+
+def active_window_s(rollouts: str) -> float:
+    """Seconds from the first LM request any rollout sent to the last rollout's end: the time the
+    pipeline drove the teacher, without Ray Data's start-up (actors starting, imports) and tear-down.
+    A row ends at ``created_at``; it started its calls ``sum(latency_s)`` earlier (one call each here)."""
+    import pyarrow.dataset as pads
+
+    rows = pads.dataset(rollouts, format="parquet").to_table(columns=["created_at", "trace"]).to_pylist()
+    ends = [r["created_at"].timestamp() for r in rows]
+    starts = [r["created_at"].timestamp() - sum(c["latency_s"] or 0.0 for c in r["trace"]) for r in rows]
+    return max(ends) - min(starts)
 
 
 def parallel(examples: list[dict], teacher: TeacherConfig, threads: int) -> Measure:
@@ -172,8 +193,9 @@ def main() -> None:
         for step in steps:
             measure = step()
             results.append(measure)
+            active = f"  (active {measure.active_s:.1f} s)" if measure.active_s else ""
             print(f"{measure.name:16s} {measure.requests:4d} req  {measure.seconds:7.1f} s  "
-                  f"{measure.tokens_per_s:7.1f} tok/s  {measure.requests_per_s:6.2f} req/s", flush=True)
+                  f"{measure.tokens_per_s:7.1f} tok/s  {measure.requests_per_s:6.2f} req/s{active}", flush=True)
         serve.shutdown()
     best = max((m for m in results if m.name.startswith("limit-")), key=lambda m: m.tokens_per_s)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
