@@ -10,13 +10,16 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
-    def __init__(self, fields: dict[str, str] | None = None, reply=None):
+    def __init__(self, fields: dict[str, str] | None = None, reply=None, *, model: str = "fake-model",
+                 delay_s: float = 0.0):
         self.fields = fields or {}  # output field -> value prefix
         self.reply = reply
+        self.model = model
         self.requests: list[dict] = []
         self._counter = itertools.count()
         self._lock = threading.Lock()
@@ -27,11 +30,12 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self):
-                body = json.dumps({"data": [{"id": "fake-model", "object": "model"}]}).encode()
+                body = json.dumps({"data": [{"id": owner.model, "object": "model"}]}).encode()
                 self._send(body)
 
             def do_POST(self):
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                time.sleep(delay_s)  # outside the lock: concurrent requests wait side by side
                 with owner._lock:
                     owner.requests.append(request)
                     k = next(owner._counter)
@@ -58,10 +62,29 @@ class FakeOpenAI:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FakeOpenAI":
+    def start(self) -> "FakeOpenAI":
         self.thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def __enter__(self) -> "FakeOpenAI":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def slow_teacher(delay_s: float, bad_every: int = 0) -> FakeOpenAI:
+    """A started server named ``slow-model`` that takes ``delay_s`` per completion and answers the
+    banking77 program in ChatAdapter's format; with ``bad_every=k``, every k-th completion is text
+    in no format (that rollout fails to parse). Close it with ``close()``."""
+
+    def reply(request: dict, k: int) -> str:
+        if bad_every and (k + 1) % bad_every == 0:
+            return "I am not sure."
+        return "[[ ## reasoning ## ]]\nhm\n\n[[ ## label ## ]]\ncard_arrival\n\n[[ ## completed ## ]]"
+
+    return FakeOpenAI(reply=reply, model="slow-model", delay_s=delay_s).start()

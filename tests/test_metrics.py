@@ -10,7 +10,7 @@ import time
 import requests
 from ray_head import REPO, ray_head  # noqa: F401 - the session fixture
 from test_jobs import EXCLUDES, _wait_for_job
-from test_service import SlowTeacher
+from fake_openai import slow_teacher
 
 from raydspy.programs import banking77
 
@@ -41,7 +41,7 @@ def test_run_metrics_reach_the_metrics_endpoint(ray_head, tmp_path):
 
     sample = banking77.write_sample(tmp_path / "train.csv", size=8)
     output = str(tmp_path / "out")
-    teacher = SlowTeacher(delay_s=0.3, bad_every=3)  # every third completion does not parse: error rows
+    teacher = slow_teacher(delay_s=0.3, bad_every=3)  # every third completion does not parse: error rows
     client = JobSubmissionClient(ray_head.dashboard_url)
     try:
         job_id = client.submit_job(

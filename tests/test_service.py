@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_openai import slow_teacher
 from fastapi.testclient import TestClient
 
 from raydspy.errors import ConfigError
@@ -212,53 +211,8 @@ def test_a_failing_run_records_why(running, space):
     assert "InputError" in status["message"] and "text" in status["message"]
 
 
-class SlowTeacher:
-    """An OpenAI-compatible server on loopback that takes ``delay_s`` per completion; with
-    ``bad_every=k``, every k-th completion is text in no format (the rollout fails to parse)."""
-
-    def __init__(self, delay_s: float, bad_every: int = 0):
-        counter = iter(range(1, 1 << 30))
-        lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                self._send({"data": [{"id": "slow-model", "object": "model"}]})
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                time.sleep(delay_s)
-                with lock:
-                    k = next(counter)
-                text = '[[ ## reasoning ## ]]\nhm\n\n[[ ## label ## ]]\ncard_arrival\n\n[[ ## completed ## ]]'
-                if bad_every and k % bad_every == 0:
-                    text = "I am not sure."
-                self._send({"id": "x", "object": "chat.completion", "created": 0, "model": "slow-model",
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                         "finish_reason": "stop"}],
-                            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
-
-            def _send(self, payload):
-                body = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_cancel_stops_a_running_run(running, space):
-    teacher = SlowTeacher(delay_s=0.5)
+    teacher = slow_teacher(delay_s=0.5)
     try:
         body = _run(space, "cancel", dry_run=False, batch_size=1, actors=1, threads=1, n=2,
                     teacher={"base_url": teacher.url, "model": "slow-model", "temperature": 1.0})
