@@ -50,10 +50,14 @@ def test_two_sft_steps_change_the_weights_and_write_a_checkpoint_transformers_an
     monkeypatch.chdir(tmp_path)
     config = TrainConfig(dataset="sft", storage_path="runs", name="sft-test", max_steps=2,
                          per_device_train_batch_size=1, max_length=1536, learning_rate=1e-4, logging_steps=1)
-    result = run_training("sft", config)
+    progress = []
+    result = run_training("sft", config, on_progress=progress.append)
 
     assert result.metrics["global_step"] == 2
     assert result.metrics["loss"] > 0
+    # Rank 0's progress reached the driver while it trained: both steps, with the loss once logged.
+    assert [p["step"] for p in progress][-1] == 2 and {p["max_steps"] for p in progress} == {2}
+    assert any("loss" in p for p in progress) and all(p["elapsed_s"] >= 0 for p in progress)
     assert result.model_path.startswith(str(tmp_path / "runs" / "sft-test"))
     before, after = _tensors(ensure_checkpoint()), _tensors(result.model_path)
     assert before.keys() == after.keys()

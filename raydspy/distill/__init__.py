@@ -6,6 +6,7 @@
 | `exports`     | `to_sft`, `to_dpo`, `to_grpo`: Ray Data over committed rollouts → TRL's Parquet layouts |
 | `config`      | `TrainConfig`: the YAML of a training job (jobs/configs/)            |
 | `train`       | `run_training`: Ray Train TorchTrainer running TRL's SFTTrainer / GRPOTrainer |
+| `progress`    | rank 0's training progress to the driver (a Ray queue), for the CLI's bar |
 | `rewards`     | raydspy's format and task rewards as TRL reward functions            |
 | `evaluate`    | accuracy and format compliance per model; Markdown table and PNG     |
 | `serve`       | the Serve app builder of a trained student (serve_configs/student-*.yaml) |

@@ -138,7 +138,8 @@ def _train(args, init_ray, console) -> int:
                                    name=args.name, max_steps=args.max_steps)
     init_ray(args.ray_address, args.num_cpus)
     started = time.perf_counter()
-    result = run_training(args.method, config, _storage(args))
+    with TrainProgressBar(console, args.method) as bar:
+        result = run_training(args.method, config, _storage(args), on_progress=bar.update)
     elapsed = time.perf_counter() - started
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.metrics.items()}
     console.print(f"{args.method}: {elapsed:.0f} s; final model at {result.model_path}; metrics {json.dumps(shown)}")
@@ -214,3 +215,31 @@ def student_serve_config(config: dict, models: dict[str, str]) -> dict:
         students.append(entry)
     app["args"]["llm_configs"] = students + others
     return config
+
+
+class TrainProgressBar:
+    """Rank 0's progress as a bar: steps done of all, loss, elapsed and time left. It appears
+    once the first step ends (model loading and dataset preparation come before)."""
+
+    def __init__(self, console, method: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn(f"[bold]{method} steps"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                  console=console)
+        self._task = self._progress.add_task(method, total=None, status="loading the model and the data")
+
+    def __enter__(self) -> "TrainProgressBar":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def update(self, snapshot: dict) -> None:
+        status = []
+        for key, fmt in (("loss", "loss {:.3f}"), ("reward", "reward {:.3f}"), ("mean_token_accuracy", "token acc {:.2f}")):
+            if key in snapshot:
+                status.append(fmt.format(snapshot[key]))
+        self._progress.update(self._task, completed=snapshot["step"], total=snapshot.get("max_steps") or None,
+                              status="  ".join(status))

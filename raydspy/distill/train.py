@@ -22,10 +22,11 @@ Example (after ``ray.init()``):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import pyarrow.fs as pafs
 
@@ -60,8 +61,13 @@ class TrainResult:
     run_path: str
 
 
-def run_training(method: Method, config: TrainConfig, storage: StorageOptions | None = None) -> TrainResult:
+def run_training(method: Method, config: TrainConfig, storage: StorageOptions | None = None, *,
+                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train the student with ``method`` on Ray Train (``ray.init`` first) and return the final model.
+
+    ``on_progress``, when given, is called on the driver (from a thread) with rank 0's progress
+    after each optimizer step: ``{"step", "max_steps", "elapsed_s"}`` and TRL's latest log entries
+    such as ``loss`` (`raydspy.distill.progress`).
 
     Raises:
         ConfigError: an unknown method, or a run that reported no final checkpoint.
@@ -88,14 +94,14 @@ def run_training(method: Method, config: TrainConfig, storage: StorageOptions | 
     )
     scaling = ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                             resources_per_worker={"CPU": config.cpus_per_worker})
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"method": method, "config": config.model_dump(), "model_path": model_path,
-                           "storage": storage},
-        scaling_config=scaling,
-        run_config=run_config,
-    )
-    result = trainer.fit()
+    from raydspy.distill.progress import ProgressFeed
+
+    loop_config = {"method": method, "config": config.model_dump(), "model_path": model_path, "storage": storage}
+    with contextlib.ExitStack() as stack:
+        if on_progress is not None:
+            loop_config["progress"] = stack.enter_context(ProgressFeed(on_progress)).queue
+        trainer = TorchTrainer(train_loop, train_loop_config=loop_config, scaling_config=scaling, run_config=run_config)
+        result = trainer.fit()
     if result.checkpoint is None:
         raise ConfigError(f"the {method} run under {location.uri!r} reported no checkpoint")
     return TrainResult(
@@ -140,6 +146,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     )
     trainer = _build_trainer(loop_config["method"], config, model, tokenizer, common, loop_config.get("storage"))
     trainer.add_callback(RayTrainReportCallback())
+    if loop_config.get("progress") is not None:
+        from raydspy.distill.progress import ProgressCallback
+
+        trainer.add_callback(ProgressCallback(loop_config["progress"]))
     trainer.train()
     _report_final(trainer, tokenizer)
 
