@@ -118,7 +118,9 @@ def test_evaluate_teacher_and_base_student_through_the_program(teacher, tmp_path
 
 def _keyword_classifier(request, k):
     """A fake student that labels a query ``card_arrival`` when it mentions a card, else
-    ``cancel_transfer``, in the JSON the plain adapter parses."""
+    ``cancel_transfer``, in the JSON the plain adapter parses; every third answer is not JSON."""
+    if k % 3 == 2:
+        return "I think it is about a card."
     query = request["messages"][-1]["content"].split("[[ ## text ## ]]")[-1].split("Respond with")[0]
     label = "card_arrival" if "card" in query.lower() else "cancel_transfer"
     return json.dumps({"reasoning": f"call {k}", "label": label})
@@ -138,12 +140,14 @@ def test_prompt_optimisation_adds_the_models_own_right_answers_as_demos(tmp_path
         demo_prompts = [r for r in server.requests if "call " in json.dumps(r["messages"][:-1])]
     plain, optimised = results
     assert (plain.name, plain.demos) == ("student", 0)
-    assert (optimised.name, optimised.demos) == ("student + BootstrapFewShot", 2)
-    assert plain.format_compliance == optimised.format_compliance == 1.0
+    assert optimised.name == "student + BootstrapFewShot" and 1 <= optimised.demos <= 2
+    # Unparseable answers (a third) are misses while bootstrapping and format failures when scored.
+    assert 0.4 < plain.format_compliance < 1.0 and 0.4 < optimised.format_compliance < 1.0
     # The demos are answers the model got right on training queries, sent with every test query.
     assert len(demo_prompts) == len(queries)
     rows = pq.read_table(tmp_path / "eval" / "rollouts" / "student+BootstrapFewShot").to_pylist()
-    assert len(rows) == 6 and all(json.loads(r["outputs"])["label"] in ("card_arrival", "cancel_transfer") for r in rows)
+    assert len(rows) == 6
+    assert all(json.loads(r["outputs"])["label"] in ("card_arrival", "cancel_transfer") for r in rows if r["outputs"])
 
 
 def test_prompt_optimisation_needs_training_queries(tmp_path):

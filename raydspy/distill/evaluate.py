@@ -126,18 +126,18 @@ def optimize(program: Any, trainset: Sequence[dict[str, str]], optimizer: Optimi
     import dspy
 
     examples = [dspy.Example(**row).with_inputs("text") for row in trainset]
+    # A completion that does not parse is a miss, not a reason to stop: a base student fails on
+    # most queries, and DSPy's optimisers otherwise give up after dspy.settings.max_errors.
+    budget = {"metric": _exact_label, "max_bootstrapped_demos": max_demos, "max_labeled_demos": 0,
+              "max_errors": len(examples) * 8 + 1}
     if optimizer == "bootstrap":
-        teleprompter = dspy.BootstrapFewShot(metric=_exact_label, max_bootstrapped_demos=max_demos, max_labeled_demos=0)
-        compile_kwargs = {}
+        teleprompter = dspy.BootstrapFewShot(**budget)
     elif optimizer == "random-search":
-        teleprompter = dspy.BootstrapFewShotWithRandomSearch(
-            metric=_exact_label, max_bootstrapped_demos=max_demos, max_labeled_demos=0,
-            num_candidate_programs=4, num_threads=threads)
-        compile_kwargs = {}
+        teleprompter = dspy.BootstrapFewShotWithRandomSearch(**budget, num_candidate_programs=4, num_threads=threads)
     else:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_NAMES)}, got {optimizer!r}")
     with dspy.context(lm=lm, adapter=adapter):
-        return teleprompter.compile(program.deepcopy(), trainset=examples, **compile_kwargs)
+        return teleprompter.compile(program.deepcopy(), trainset=examples)
 
 
 def evaluate(candidates: Sequence[Candidate], queries: Sequence[dict[str, str]], output_dir: str | Path, *,
