@@ -157,7 +157,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=96, help="requests (rollouts) per contender")
     parser.add_argument("--out", default="benchmarks/results/teacher.json")
-    parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--skip-scaling", action="store_true", help="leave out the 1/2/4/8-actor runs")
+    parser.add_argument("--scaling-only", action="store_true",
+                        help="only the limit (64 in flight) and the 1/2/4/8-actor runs")
     args = parser.parse_args()
 
     import ray
@@ -181,12 +183,14 @@ def main() -> None:
         wait_for_teacher(teacher)
         bodies = formatted_requests(examples, teacher)
         limit(bodies[:32], teacher, 32)  # warm-up: compiled graphs, prefix cache
-        steps = [
-            lambda: limit(bodies, teacher, 16), lambda: limit(bodies, teacher, 64), lambda: limit(bodies, teacher, 128),
-            lambda: pipeline(input_csv, teacher, args.requests),
-            lambda: parallel(examples, teacher, 8), lambda: parallel(examples, teacher, 64),
-            lambda: ray_data_llm(bodies, teacher, 8),
-        ]
+        steps = [lambda: limit(bodies, teacher, 64)]
+        if not args.scaling_only:
+            steps = [
+                lambda: limit(bodies, teacher, 16), lambda: limit(bodies, teacher, 64), lambda: limit(bodies, teacher, 128),
+                lambda: pipeline(input_csv, teacher, args.requests),
+                lambda: parallel(examples, teacher, 8), lambda: parallel(examples, teacher, 64),
+                lambda: ray_data_llm(bodies, teacher, 8),
+            ]
         if not args.skip_scaling:
             steps += [lambda k=k: pipeline(input_csv, teacher, args.requests, actors=k, threads=8, name=f"actors-{k}")
                       for k in (1, 2, 4, 8)]
