@@ -4,19 +4,23 @@ Every contender sends the same banking77 prompts (the exact messages and JSON sc
 sends, formatted once by a dry run) to the same vLLM teacher on Ray Serve, with DSPy's cache off:
 
     limit        an async OpenAI-compatible client at 16, 64 and 128 requests in flight (the best is "the limit")
-    pipeline     raydspy's Ray Data pipeline (the full program: parse, rewards, commit to Parquet); also
+    pipeline     raydspy's Ray Data pipeline in its default layout (2 Collect actors x 32 threads, blocks of 8
+                 examples) running the full program (parse, rewards, commit to Parquet); also
                  its active window (first request sent to last rollout done), which leaves out
                  Ray Data's start-up: the rate a long run approaches
     parallel-8   dspy.Parallel, 8 threads (the seed's way)
     parallel-64  dspy.Parallel, 64 threads
     ray-data-llm ray.data.llm's HttpRequestProcessorConfig sending the formatted requests (no DSPy)
-    actors-k     the pipeline with k = 1, 2, 4, 8 Collect actors (8 threads each)
+    actors-k     the pipeline with k = 1, 2, 4, 8 Collect actors (8 threads each, blocks of 4)
 
 Results are generated tokens/s and requests/s, and each one's ratio to the limit measured in the
 same run. Ray and the teacher are started here (minutes on first start; the teacher file lock is
 taken, so no test session's teacher runs beside it).
 
-    .venv/bin/python benchmarks/teacher_bench.py [--requests 96] [--out benchmarks/results/teacher.json]
+    .venv/bin/python benchmarks/teacher_bench.py [--requests 192] [--out benchmarks/results/teacher.json]
+
+Use several times the best concurrency (64) in requests: with a single wave every contender's time is
+that of its slowest completion, which measures sampling luck more than throughput.
 """
 
 from __future__ import annotations
@@ -103,11 +107,10 @@ def limit(bodies: list[dict], teacher: TeacherConfig, concurrency: int) -> Measu
     return asyncio.run(_limit(bodies, teacher.base_url, concurrency))
 
 
-def pipeline(input_csv: str, teacher: TeacherConfig, count: int, *, actors: int = 2, threads: int = 32,
-             name: str = "pipeline") -> Measure:
+def pipeline(input_csv: str, teacher: TeacherConfig, count: int, name: str = "pipeline", **layout) -> Measure:
+    """The pipeline with its default layout (``PipelineConfig``: actors, threads, batch size), or ``layout``."""
     with tempfile.TemporaryDirectory() as out:
-        config = PipelineConfig(input_uri=input_csv, output_uri=out, n=1, limit=count, num_actors=actors,
-                                threads_per_actor=threads, batch_size=4, max_error_rate=1.0)
+        config = PipelineConfig(input_uri=input_csv, output_uri=out, n=1, limit=count, max_error_rate=1.0, **layout)
         started = time.perf_counter()
         summary = run_pipeline(PROGRAM, teacher, config, rewards=REWARDS)
         seconds = time.perf_counter() - started
@@ -155,7 +158,7 @@ def ray_data_llm(bodies: list[dict], teacher: TeacherConfig, concurrency: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=96, help="requests (rollouts) per contender")
+    parser.add_argument("--requests", type=int, default=192, help="requests (rollouts) per contender")
     parser.add_argument("--out", default="benchmarks/results/teacher.json")
     parser.add_argument("--skip-scaling", action="store_true", help="leave out the 1/2/4/8-actor runs")
     parser.add_argument("--scaling-only", action="store_true",
@@ -192,7 +195,8 @@ def main() -> None:
                 lambda: ray_data_llm(bodies, teacher, 8),
             ]
         if not args.skip_scaling:
-            steps += [lambda k=k: pipeline(input_csv, teacher, args.requests, actors=k, threads=8, name=f"actors-{k}")
+            steps += [lambda k=k: pipeline(input_csv, teacher, args.requests, f"actors-{k}", num_actors=k,
+                                           threads_per_actor=8, batch_size=4)
                       for k in (1, 2, 4, 8)]
         for step in steps:
             measure = step()

@@ -96,11 +96,20 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    actor_start_timeout_s: int = Field(
+        900, ge=1, description="Seconds to wait for every actor of the pool to start (imports, program) before "
+        "the first block is sent; then fail with a clear error (e.g. a cluster without the CPUs asked for).",
+    )
+
     @property
     def calls_per_actor(self) -> int:
-        """Blocks each actor works on at once: enough blocks of ``batch_size × n`` rollouts to
-        fill its ``threads_per_actor`` threads, plus one (at least 2)."""
-        return max(2, -(-self.threads_per_actor // (self.batch_size * self.n)) + 1)
+        """Blocks each actor holds at once: enough blocks of ``batch_size × n`` rollouts for twice
+        its ``threads_per_actor`` threads, plus one (at least 2).
+
+        Twice, because a block is committed (and the next one sent) only when its slowest rollout
+        is done: the finished rollouts of blocks still waiting would otherwise leave threads idle,
+        and the teacher with fewer requests in flight than the layout promises."""
+        return max(2, -(-2 * self.threads_per_actor // (self.batch_size * self.n)) + 1)
 
 
 @dataclass
@@ -323,6 +332,10 @@ def run_pipeline(
         ),
         num_cpus=config.actor_num_cpus,
     )
+    # Start every actor before the first block goes out (Ray Data's default sends blocks as actors
+    # come up): else the first actor ready takes calls_per_actor blocks, and on a short run the
+    # others find nothing left to do. The context is this dataset's own copy, not the caller's.
+    stats.context.wait_for_min_actors_s = config.actor_start_timeout_s
     stopped = _follow(stats, progress, config, on_progress) if progress.remaining > 0 else None
     summary, duplicates = summarize_committed(output, elapsed_s=progress.elapsed_s)
     return replace(

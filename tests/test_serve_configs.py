@@ -73,6 +73,18 @@ def test_cpu_config_serves_the_embedded_model_on_cpu():
     assert app["args"]["ingress_deployment_config"]["ray_actor_options"]["num_cpus"] == 0
 
 
+@pytest.mark.parametrize("name", ["teacher-cpu.yaml", "teacher-70b.yaml", "student-cpu.yaml"])
+def test_structured_teachers_answer_in_compact_json(name):
+    from vllm.config import StructuredOutputsConfig
+
+    configs = [c for c in _llm_configs(name) if "structured_outputs_config" in c.engine_kwargs]
+    assert configs, f"{name}: no engine with structured_outputs_config"
+    for config in configs:
+        # vLLM builds its config from the same dict (VllmConfig validates it into this class).
+        parsed = StructuredOutputsConfig(**config.engine_kwargs["structured_outputs_config"])
+        assert parsed.backend == "xgrammar" and parsed.disable_any_whitespace
+
+
 def test_resolve_model_source_leaves_other_sources_untouched(tmp_path):
     for source in ["meta-llama/Llama-3.1-70B-Instruct", "/models/student", "s3://b/ckpt"]:
         assert embedded.resolve_model_source(source, tmp_path) == source
