@@ -131,7 +131,9 @@ def _row_problems(example: Mapping[str, Any], types: Mapping[str, Any], fields: 
 
 def _ordered_rows(dataset: ray.data.Dataset) -> Iterator[dict[str, Any]]:
     """The dataset's rows on the driver, in input order."""
-    context = ray.data.DataContext.get_current()
+    # The dataset's own context: a Dataset copies the current DataContext when it is read, so
+    # setting the current one here would not reach this dataset's execution.
+    context = dataset.context
     previous = context.execution_options.preserve_order
     context.execution_options.preserve_order = True
     try:
