@@ -218,28 +218,25 @@ def student_serve_config(config: dict, models: dict[str, str]) -> dict:
 
 
 class TrainProgressBar:
-    """Rank 0's progress as a bar: steps done of all, loss, elapsed and time left. It appears
-    once the first step ends (model loading and dataset preparation come before)."""
+    """Rank 0's progress: steps done of all, loss, elapsed and time left (a bar on a terminal, a
+    line every 30 s in logs: `raydspy.progress.ProgressDisplay`). Steps appear once the first one
+    ends (model loading and dataset preparation come before)."""
 
-    def __init__(self, console, method: str):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    def __init__(self, console, method: str, *, every_s: float = 30.0):
+        from raydspy.progress import ProgressDisplay
 
-        self._progress = Progress(TextColumn(f"[bold]{method} steps"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                  console=console)
-        self._task = self._progress.add_task(method, total=None, status="loading the model and the data")
+        self._display = ProgressDisplay(console, f"{method} steps", every_s=every_s)
 
     def __enter__(self) -> "TrainProgressBar":
-        self._progress.start()
+        self._display.start(status="loading the model and the data")
         return self
 
     def __exit__(self, *exc) -> None:
-        self._progress.stop()
+        self._display.stop()
 
     def update(self, snapshot: dict) -> None:
         status = []
         for key, fmt in (("loss", "loss {:.3f}"), ("reward", "reward {:.3f}"), ("mean_token_accuracy", "token acc {:.2f}")):
             if key in snapshot:
                 status.append(fmt.format(snapshot[key]))
-        self._progress.update(self._task, completed=snapshot["step"], total=snapshot.get("max_steps") or None,
-                              status="  ".join(status))
+        self._display.update(snapshot["step"], total=snapshot.get("max_steps") or None, status="  ".join(status))
