@@ -7,6 +7,7 @@ the run from the stream of per-batch results.
       └─ committed_rollout_ids(output)             what an earlier run of this job already made
       └─ repartition(target_num_rows_per_block=B)  blocks of B examples: one actor call each
           └─ map_batches(CollectWorker, ActorPoolStrategy(size=A))
+                all A actors start before the first block; each holds blocks for 2 × T rollouts
                 each call: the block's rollouts not yet committed, on the actor's thread pool
                 (T threads, so up to A × T LM requests in flight), then one committed part file
                 (`raydspy.commits`); returns one row of counts
