@@ -82,6 +82,10 @@ class PipelineConfig(BaseModel):
     threads_per_actor: int = Field(32, ge=1, description="Rollouts in flight per actor.")
     batch_size: int = Field(8, ge=1, description="Examples per actor call, and per committed file.")
     actor_num_cpus: float = Field(0.25, gt=0, description="Logical CPUs each actor reserves (it mostly waits on HTTP).")
+    actor_start_timeout_s: int = Field(
+        900, ge=1, description="Seconds to wait for every actor of the pool to start (imports, program) before "
+        "the first block is sent; then fail with a clear error (e.g. a cluster without the CPUs asked for).",
+    )
     id_field: str | None = Field(None, description="Column holding example ids; else ids hash each example.")
     limit: int | None = Field(None, ge=1, description="Use only the first LIMIT examples.")
     dry_run: bool = Field(False, description="Format prompts only; call no LM.")
@@ -96,11 +100,6 @@ class PipelineConfig(BaseModel):
     storage: StorageOptions = Field(default_factory=StorageOptions, description="S3-compatible endpoint options.")
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-    actor_start_timeout_s: int = Field(
-        900, ge=1, description="Seconds to wait for every actor of the pool to start (imports, program) before "
-        "the first block is sent; then fail with a clear error (e.g. a cluster without the CPUs asked for).",
-    )
 
     @property
     def calls_per_actor(self) -> int:
