@@ -9,5 +9,5 @@ mkdir -p benchmarks/results
 $py benchmarks/collect_overhead.py --examples 2000 --rounds 7 --threads 8 | tee benchmarks/results/overhead-8-threads.txt
 $py benchmarks/collect_overhead.py --examples 2000 --rounds 7 --threads 1 | tee benchmarks/results/overhead-1-thread.txt
 $py benchmarks/dry_run_bench.py --sizes 1000 100000
-$py benchmarks/teacher_bench.py --requests 192
+$py benchmarks/teacher_bench.py --requests 192 --rounds 3
 $py benchmarks/chart.py

@@ -3,7 +3,7 @@
 Every contender sends the same banking77 prompts (the exact messages and JSON schema the program
 sends, formatted once by a dry run) to the same vLLM teacher on Ray Serve, with DSPy's cache off:
 
-    limit        an async OpenAI-compatible client at 16, 64 and 128 requests in flight (the best is "the limit")
+    limit        an async OpenAI-compatible client at 64 and 128 requests in flight (the best is "the limit")
     pipeline     raydspy's Ray Data pipeline in its default layout (2 Collect actors x 32 threads, blocks of 8
                  examples) running the full program (parse, rewards, commit to Parquet); also
                  its active window (first request sent to last rollout done), which leaves out
@@ -14,7 +14,8 @@ sends, formatted once by a dry run) to the same vLLM teacher on Ray Serve, with 
     actors-k     the pipeline with k = 1, 2, 4, 8 Collect actors (8 threads each, blocks of 4)
 
 Results are generated tokens/s and requests/s, and each one's ratio to the limit measured in the
-same run. Ray and the teacher are started here (minutes on first start; the teacher file lock is
+same run. limit-64 and the pipeline alternate for --rounds rounds (the machine's speed drifts): each
+round's ratio is printed, and each contender's median round is its row. Ray and the teacher are started here (minutes on first start; the teacher file lock is
 taken, so no test session's teacher runs beside it).
 
     .venv/bin/python benchmarks/teacher_bench.py [--requests 192] [--out benchmarks/results/teacher.json]
@@ -73,6 +74,11 @@ class Measure:
             row.update(startup_s=round(self.seconds - self.active_s, 1), active_tokens_per_s=round(active_rate, 1),
                        active_ratio_to_limit=round(active_rate / limit.tokens_per_s, 3) if limit else None)
         return row
+
+
+def _median(measures: list[Measure]) -> Measure:
+    """The measure with the median rate (the upper one of an even count)."""
+    return sorted(measures, key=lambda m: m.tokens_per_s)[len(measures) // 2]
 
 
 def formatted_requests(examples: list[dict], teacher: TeacherConfig) -> list[dict]:
@@ -156,10 +162,29 @@ def ray_data_llm(bodies: list[dict], teacher: TeacherConfig, concurrency: int) -
     return Measure(f"ray-data-llm-{concurrency}", len(rows), time.perf_counter() - started, sum(r["tokens"] for r in rows))
 
 
+def summarize(results: list[Measure], requests: int, teacher: TeacherConfig) -> dict:
+    """One row per contender (its median round), ratios to the best limit-* median, and each
+    round's pipeline / limit-64 pair (the two ran one after the other)."""
+    names = list(dict.fromkeys(m.name for m in results))
+    medians = {name: _median([m for m in results if m.name == name]) for name in names}
+    best = max((m for name, m in medians.items() if name.startswith("limit-")), key=lambda m: m.tokens_per_s)
+    pairs = [{"limit_tokens_per_s": round(a.tokens_per_s, 1), "pipeline_tokens_per_s": round(b.tokens_per_s, 1),
+              "ratio": round(b.tokens_per_s / a.tokens_per_s, 3),
+              "active_ratio": round(b.completion_tokens / b.active_s / a.tokens_per_s, 3)}
+             for a, b in zip(results, results[1:]) if a.name == "limit-64" and b.name == "pipeline"]
+    for i, pair in enumerate(pairs, 1):
+        print(f"round {i}: pipeline / limit-64 = {pair['ratio']:.2f} ({pair['active_ratio']:.2f} active)")
+    return {"date": time.strftime("%Y-%m-%d"), "requests": requests, "teacher": teacher.model_dump(mode="json"),
+            "limit": best.name, "results": [medians[name].row(best) for name in names],
+            "pairs": pairs, "median_pair_ratio": sorted(p["ratio"] for p in pairs)[len(pairs) // 2] if pairs else None,
+            "rounds": [m.row(None) for m in results]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=192, help="requests (rollouts) per contender")
     parser.add_argument("--out", default="benchmarks/results/teacher.json")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of limit-64 then pipeline, alternating")
     parser.add_argument("--skip-scaling", action="store_true", help="leave out the 1/2/4/8-actor runs")
     parser.add_argument("--scaling-only", action="store_true",
                         help="only the limit (64 in flight) and the 1/2/4/8-actor runs")
@@ -188,9 +213,12 @@ def main() -> None:
         limit(bodies[:32], teacher, 32)  # warm-up: compiled graphs, prefix cache
         steps = [lambda: limit(bodies, teacher, 64)]
         if not args.scaling_only:
-            steps = [
-                lambda: limit(bodies, teacher, 16), lambda: limit(bodies, teacher, 64), lambda: limit(bodies, teacher, 128),
-                lambda: pipeline(input_csv, teacher, args.requests),
+            # The limit and the pipeline alternate, round after round: this VM's speed drifts by a
+            # third within minutes, so each round's pair is compared, and the median pair quoted.
+            steps = [lambda: limit(bodies, teacher, 128)]
+            for _ in range(args.rounds):
+                steps += [lambda: limit(bodies, teacher, 64), lambda: pipeline(input_csv, teacher, args.requests)]
+            steps += [
                 lambda: parallel(examples, teacher, 8), lambda: parallel(examples, teacher, 64),
                 lambda: ray_data_llm(bodies, teacher, 8),
             ]
@@ -205,11 +233,8 @@ def main() -> None:
             print(f"{measure.name:16s} {measure.requests:4d} req  {measure.seconds:7.1f} s  "
                   f"{measure.tokens_per_s:7.1f} tok/s  {measure.requests_per_s:6.2f} req/s{active}", flush=True)
         serve.shutdown()
-    best = max((m for m in results if m.name.startswith("limit-")), key=lambda m: m.tokens_per_s)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%d"), "requests": args.requests, "teacher": teacher.model_dump(mode="json"),
-        "limit": best.name, "results": [m.row(best) for m in results]}, indent=2))
+    Path(args.out).write_text(json.dumps(summarize(results, args.requests, teacher), indent=2))
     print(f"wrote {args.out}")
 
 
