@@ -79,6 +79,9 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--actors", type=int, default=2, help="Collect actors in the Ray Data pool (default: %(default)s)")
     g.add_argument("--threads", type=int, default=32, help="rollouts in flight per actor (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=8, help="examples per actor call and per Parquet file (default: %(default)s)")
+    g.add_argument("--actor-start-timeout", type=int, default=900,
+                   help="seconds to wait for every actor to start (an autoscaler adding nodes) before failing "
+                        "(default: %(default)s)")
     g.add_argument("--limit", type=int, default=None, help="use only the first LIMIT examples")
     g.add_argument("--id-field", default=None, help="column holding example ids (default: ids hash each example)")
     g.add_argument("--dry-run", action="store_true", help="format every prompt with the program's adapter; call no LM")
@@ -205,6 +208,7 @@ def _collect(args: argparse.Namespace, *, preset_defaults: dict | None = None) -
         num_actors=args.actors,
         threads_per_actor=args.threads,
         batch_size=args.batch_size,
+        actor_start_timeout_s=args.actor_start_timeout,
         limit=args.limit,
         id_field=args.id_field,
         dry_run=args.dry_run,

@@ -273,7 +273,8 @@ def run_pipeline(
         either way what was committed stays, and running the same job again finishes it.
 
     Raises:
-        ConfigError: bad program or reward spec, or Ray not initialised.
+        ConfigError: bad program or reward spec, Ray not initialised, or the actor pool not started
+            within ``actor_start_timeout_s`` (the cluster lacks the CPUs it asks for).
         InputError: examples unreadable, empty, lacking the program's input fields, or with
             invalid rows (unless ``skip_invalid``); the message lists the first offending rows.
         StorageError: input or output URI unusable, or storage still failing after retries
@@ -362,6 +363,13 @@ def _follow(stats: ray.data.Dataset, progress: RunProgress, config: PipelineConf
     except KeyboardInterrupt:
         logger.warning("interrupted: %d rollouts committed; run the same job again to resume", progress.committed)
         return "interrupted"
+    except ray.exceptions.GetTimeoutError as e:  # Ray Data's wait for the pool (wait_for_min_actors_s)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        raise ConfigError(
+            f"the {config.num_actors} Collect actors did not all start within {config.actor_start_timeout_s} s: "
+            f"they ask for {config.num_actors} x {config.actor_num_cpus} logical CPUs, and the cluster has {cpus:g} "
+            "in all, some taken by other work (the teacher's replicas). Use fewer actors (--actors) or add nodes; "
+            "nothing was collected") from e
     except ray.exceptions.RayError as e:
         cause = _root_cause(e)
         if isinstance(cause, RaydspyError):

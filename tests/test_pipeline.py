@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from raydspy import InputError, StorageError, TeacherUnreachableError
+from raydspy import ConfigError, InputError, StorageError, TeacherUnreachableError
 from raydspy.pipeline import PipelineConfig, run_pipeline
 from raydspy.programs import banking77
 from raydspy.teacher import TeacherConfig
@@ -55,4 +55,15 @@ def test_unreachable_teacher_fails_before_rollouts(ray_local, sample_csv, tmp_pa
     teacher = TeacherConfig(base_url="http://127.0.0.1:9/v1")  # discard port: nothing listens
     with pytest.raises(TeacherUnreachableError, match="teacher unreachable at http://127.0.0.1:9/v1"):
         run_pipeline(PROGRAM, teacher, config)
+    assert not list((tmp_path / "out").glob("*.parquet"))
+
+
+def test_actors_that_cannot_start_fail_clearly(ray_local, sample_csv, tmp_path):
+    # 2 actors x 6 CPUs on a Ray of 8: the second can never be placed. Without a wait for the whole
+    # pool, the first actor would take every block; with it, a clear error instead of a hang.
+    config = PipelineConfig(input_uri=str(sample_csv), output_uri=str(tmp_path / "out"), dry_run=True,
+                            num_actors=2, actor_num_cpus=6, actor_start_timeout_s=3)
+    with pytest.raises(ConfigError, match=r"2 Collect actors did not all start within 3 s: they ask for 2 x 6.0 "
+                                          r"logical CPUs, and the cluster has 8 in all"):
+        run_pipeline(PROGRAM, TeacherConfig(), config)
     assert not list((tmp_path / "out").glob("*.parquet"))
