@@ -180,11 +180,32 @@ def summarize(results: list[Measure], requests: int, teacher: TeacherConfig) -> 
             "rounds": [m.row(None) for m in results]}
 
 
+def _serve_config(work: Path, reserve_client_core: bool) -> Path:
+    """teacher-cpu.yaml, or a copy whose engine leaves one core to everything else."""
+    import yaml
+
+    from raydspy.serving import SERVE_CONFIGS
+
+    path = SERVE_CONFIGS / "teacher-cpu.yaml"
+    if not reserve_client_core:
+        return path
+    config = yaml.safe_load(path.read_text())
+    for llm in config["applications"][0]["args"]["llm_configs"]:
+        llm["runtime_env"]["env_vars"]["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "1"
+    copy = work / "teacher-cpu-reserved-core.yaml"
+    copy.write_text(yaml.safe_dump(config))
+    return copy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=192, help="requests (rollouts) per contender")
     parser.add_argument("--out", default="benchmarks/results/teacher.json")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of limit-64 then pipeline, alternating")
+    parser.add_argument("--pairs-only", action="store_true", help="only the limit-64 / pipeline rounds")
+    parser.add_argument("--reserve-client-core", action="store_true",
+                        help="run the engine on all cores but one (vLLM's own default, VLLM_CPU_NUM_OF_RESERVED_CPU=1) "
+                             "instead of teacher-cpu.yaml's all cores: the clients then have a core of their own")
     parser.add_argument("--skip-scaling", action="store_true", help="leave out the 1/2/4/8-actor runs")
     parser.add_argument("--scaling-only", action="store_true",
                         help="only the limit (64 in flight) and the 1/2/4/8-actor runs")
@@ -194,7 +215,7 @@ def main() -> None:
     from filelock import FileLock
     from ray import serve
 
-    from raydspy.serving import SERVE_CONFIGS, deploy_serve_config, wait_for_teacher
+    from raydspy.serving import deploy_serve_config, wait_for_teacher
 
     teacher = TeacherConfig(structured_outputs=True, temperature=1.0, max_tokens=192, cache=False)
     work = Path(tempfile.mkdtemp())
@@ -207,7 +228,7 @@ def main() -> None:
                                        "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
     results: list[Measure] = []
     with FileLock(Path(tempfile.gettempdir()) / "raydspy-teacher.lock"):
-        deploy_serve_config(SERVE_CONFIGS / "teacher-cpu.yaml")
+        deploy_serve_config(_serve_config(work, args.reserve_client_core))
         wait_for_teacher(teacher)
         bodies = formatted_requests(examples, teacher)
         limit(bodies[:32], teacher, 32)  # warm-up: compiled graphs, prefix cache
@@ -218,11 +239,12 @@ def main() -> None:
             steps = [lambda: limit(bodies, teacher, 128)]
             for _ in range(args.rounds):
                 steps += [lambda: limit(bodies, teacher, 64), lambda: pipeline(input_csv, teacher, args.requests)]
-            steps += [
-                lambda: parallel(examples, teacher, 8), lambda: parallel(examples, teacher, 64),
-                lambda: ray_data_llm(bodies, teacher, 8),
-            ]
-        if not args.skip_scaling:
+            if not args.pairs_only:
+                steps += [
+                    lambda: parallel(examples, teacher, 8), lambda: parallel(examples, teacher, 64),
+                    lambda: ray_data_llm(bodies, teacher, 8),
+                ]
+        if not (args.skip_scaling or args.pairs_only):
             steps += [lambda k=k: pipeline(input_csv, teacher, args.requests, f"actors-{k}", num_actors=k,
                                            threads_per_actor=8, batch_size=4)
                       for k in (1, 2, 4, 8)]
