@@ -123,16 +123,21 @@ def pipeline(input_csv: str, teacher: TeacherConfig, count: int, name: str = "pi
         return Measure(name, summary.rows, seconds, summary.completion_tokens, active_window_s(out))
 
 
-def active_window_s(rollouts: str) -> float:
-    """Seconds from the first LM request any rollout sent to the last rollout's end: the time the
-    pipeline drove the teacher, without Ray Data's start-up (actors starting, imports) and tear-down.
-    A row ends at ``created_at``; it started its calls ``sum(latency_s)`` earlier (one call each here)."""
+def call_windows(rollouts: str) -> list[tuple[float, float]]:
+    """(start, end) epoch seconds of each rollout's LM calls: a row ends at ``created_at`` and
+    started its calls ``sum(latency_s)`` earlier (one call each here)."""
     import pyarrow.dataset as pads
 
     rows = pads.dataset(rollouts, format="parquet").to_table(columns=["created_at", "trace"]).to_pylist()
-    ends = [r["created_at"].timestamp() for r in rows]
-    starts = [r["created_at"].timestamp() - sum(c["latency_s"] or 0.0 for c in r["trace"]) for r in rows]
-    return max(ends) - min(starts)
+    return [(r["created_at"].timestamp() - sum(c["latency_s"] or 0.0 for c in r["trace"]), r["created_at"].timestamp())
+            for r in rows]
+
+
+def active_window_s(rollouts: str) -> float:
+    """Seconds from the first LM request any rollout sent to the last rollout's end: the time the
+    pipeline drove the teacher, without Ray Data's start-up (actors starting, imports) and tear-down."""
+    windows = call_windows(rollouts)
+    return max(end for _, end in windows) - min(start for start, _ in windows)
 
 
 def parallel(examples: list[dict], teacher: TeacherConfig, threads: int) -> Measure:

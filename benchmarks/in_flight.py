@@ -1,0 +1,100 @@
+"""Where a pipeline run's time goes: requests in flight over time, and CPU seconds per process.
+
+Deploys the CPU teacher, then for each round runs the direct client (limit-64) and the pipeline
+(default layout) on the same prompts, as teacher_bench.py does, and prints:
+
+    - CPU seconds each process used during each contender (psutil; the vLLM worker, the Collect
+      actors, the driver, Ray's own processes), i.e. what the clients take from the engine;
+    - for the pipeline, the requests in flight every 2 s, rebuilt from the rollout rows (a call
+      starts ``latency_s`` before the row's ``created_at``), and when each part file was committed.
+
+    .venv/bin/python benchmarks/in_flight.py [--requests 192] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+import teacher_bench as tb
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """``{pid: (command line, user + system CPU seconds)}`` of every process we may read."""
+    found = {}
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            times = process.cpu_times()
+            found[process.pid] = (" ".join(process.info["cmdline"] or [])[:60] or process.name(), times.user + times.system)
+        except psutil.Error:
+            pass
+    return found
+
+
+def cpu_used(before: dict, after: dict, top: int = 8) -> list[tuple[float, str]]:
+    """The ``top`` processes by CPU seconds used between two `cpu_seconds` snapshots."""
+    used = sorted(((t - before.get(pid, (name, 0.0))[1], name.strip()) for pid, (name, t) in after.items()), reverse=True)
+    return [(round(seconds, 1), name) for seconds, name in used[:top]]
+
+
+def in_flight(rollouts: str, every_s: float = 2.0) -> tuple[list[int], list[float]]:
+    """Requests in flight every ``every_s`` seconds from the first request, and the part files'
+    commit times (seconds after the first request)."""
+    calls = tb.call_windows(rollouts)
+    first, last = min(s for s, _ in calls), max(e for _, e in calls)
+    profile = [sum(1 for s, e in calls if s <= first + i * every_s < e) for i in range(int((last - first) / every_s) + 1)]
+    commits = sorted(round(p.stat().st_mtime - first, 1) for p in Path(rollouts).glob("*.parquet"))
+    return profile, commits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=192)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from raydspy.pipeline import PipelineConfig, run_pipeline
+    from raydspy.programs import banking77
+    from raydspy.serving import SERVE_CONFIGS, deploy_serve_config, wait_for_teacher
+
+    teacher = tb.TeacherConfig(structured_outputs=True, temperature=1.0, max_tokens=192, cache=False)
+    work = Path(tempfile.mkdtemp())
+    input_csv = str(banking77.write_sample(work / "in.csv", size=args.requests, seed=7))
+    examples = list(csv.DictReader(open(input_csv)))
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                                       "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
+    deploy_serve_config(SERVE_CONFIGS / "teacher-cpu.yaml")
+    wait_for_teacher(teacher)
+    bodies = tb.formatted_requests(examples, teacher)
+    tb.limit(bodies[:32], teacher, 32)  # warm-up
+    for round_ in range(1, args.rounds + 1):
+        before = cpu_seconds()
+        measure = tb.limit(bodies, teacher, 64)
+        print(f"round {round_} limit-64: {measure.seconds:.1f} s, {measure.tokens_per_s:.1f} tok/s")
+        print("  CPU s:", cpu_used(before, cpu_seconds()))
+        out = str(work / f"rollouts-{round_}")
+        config = PipelineConfig(input_uri=input_csv, output_uri=out, n=1, max_error_rate=1.0)
+        before, started = cpu_seconds(), time.perf_counter()
+        summary = run_pipeline(tb.PROGRAM, teacher, config, rewards=tb.REWARDS)
+        seconds = time.perf_counter() - started
+        print(f"round {round_} pipeline: {seconds:.1f} s, {summary.completion_tokens / seconds:.1f} tok/s")
+        print("  CPU s:", cpu_used(before, cpu_seconds()))
+        profile, commits = in_flight(out)
+        print("  in flight every 2 s:", " ".join(map(str, profile)))
+        print("  part files committed at (s after the first request):", commits, flush=True)
+    serve.shutdown()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    main()
