@@ -241,7 +241,7 @@ def main() -> None:
         if not args.scaling_only:
             # The limit and the pipeline alternate, round after round: this VM's speed drifts by a
             # third within minutes, so each round's pair is compared, and the median pair quoted.
-            steps = [lambda: limit(bodies, teacher, 128)]
+            steps = [] if args.pairs_only else [lambda: limit(bodies, teacher, 128)]
             for _ in range(args.rounds):
                 steps += [lambda: limit(bodies, teacher, 64), lambda: pipeline(input_csv, teacher, args.requests)]
             if not args.pairs_only:
