@@ -176,7 +176,7 @@ def summarize(results: list[Measure], requests: int, teacher: TeacherConfig) -> 
     pairs = [{"limit_tokens_per_s": round(a.tokens_per_s, 1), "pipeline_tokens_per_s": round(b.tokens_per_s, 1),
               "ratio": round(b.tokens_per_s / a.tokens_per_s, 3),
               "active_ratio": round(b.completion_tokens / b.active_s / a.tokens_per_s, 3)}
-             for a, b in zip(results, results[1:]) if a.name == "limit-64" and b.name == "pipeline"]
+             for a, b in zip(results, results[1:]) if a.name == "limit-64" and b.name.startswith("pipeline")]
     for i, pair in enumerate(pairs, 1):
         print(f"round {i}: pipeline / limit-64 = {pair['ratio']:.2f} ({pair['active_ratio']:.2f} active)")
     return {"date": time.strftime("%Y-%m-%d"), "requests": requests, "teacher": teacher.model_dump(mode="json"),
@@ -207,6 +207,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=192, help="requests (rollouts) per contender")
     parser.add_argument("--out", default="benchmarks/results/teacher.json")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of limit-64 then pipeline, alternating")
+    parser.add_argument("--layout", default=None, metavar="ACTORSxTHREADS",
+                        help="the rounds' pipeline layout, e.g. 1x64 (default: PipelineConfig's)")
     parser.add_argument("--pairs-only", action="store_true", help="only the limit-64 / pipeline rounds")
     parser.add_argument("--reserve-client-core", action="store_true",
                         help="run the engine on all cores but one (vLLM's own default, VLLM_CPU_NUM_OF_RESERVED_CPU=1) "
@@ -215,6 +217,10 @@ def main() -> None:
     parser.add_argument("--scaling-only", action="store_true",
                         help="only the limit (64 in flight) and the 1/2/4/8-actor runs")
     args = parser.parse_args()
+    name, layout = "pipeline", {}
+    if args.layout:
+        actors, threads = (int(x) for x in args.layout.lower().split("x"))
+        name, layout = f"pipeline-{actors}x{threads}", {"num_actors": actors, "threads_per_actor": threads}
 
     import ray
     from filelock import FileLock
@@ -243,7 +249,7 @@ def main() -> None:
             # third within minutes, so each round's pair is compared, and the median pair quoted.
             steps = [] if args.pairs_only else [lambda: limit(bodies, teacher, 128)]
             for _ in range(args.rounds):
-                steps += [lambda: limit(bodies, teacher, 64), lambda: pipeline(input_csv, teacher, args.requests)]
+                steps += [lambda: limit(bodies, teacher, 64), lambda: pipeline(input_csv, teacher, args.requests, name, **layout)]
             if not args.pairs_only:
                 steps += [
                     lambda: parallel(examples, teacher, 8), lambda: parallel(examples, teacher, 64),
