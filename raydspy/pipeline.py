@@ -1,22 +1,34 @@
-"""Rollouts at scale: Ray Data reads the examples, an actor pool of Collect workers runs the
-program against the teacher, each worker commits its rollouts to storage, and the driver follows
-the run from the stream of per-batch results.
+"""Rollouts at scale: Ray Data reads the examples, plans their rollouts, an actor pool of Collect
+workers runs them against the teacher, commit tasks write them to storage in batches, and the
+driver follows the run from the stream of per-batch counts.
 
     read_csv / read_json / read_parquet            examples, any columns
       └─ check_input (driver, in input order)      invalid rows and duplicate ids, before any LM call
       └─ committed_rollout_ids(output)             what an earlier run of this job already made
-      └─ repartition(target_num_rows_per_block=B)  blocks of B examples: one actor call each
+      └─ map_batches(plan_rollouts)                each example → its n rollouts not yet committed:
+                                                   one row each, with its example id, index, rollout id
+      └─ repartition(target_num_rows_per_block=R)  blocks of R rollouts (1): one actor call each
           └─ map_batches(CollectWorker, ActorPoolStrategy(size=A))
-                all A actors start before the first block; each holds blocks for 2 × T rollouts
-                each call: the block's rollouts not yet committed, on the actor's thread pool
-                (T threads, so up to A × T LM requests in flight), then one committed part file
-                (`raydspy.commits`); returns one row of counts
-              └─ iter_batches (driver)             progress, the error budget, Ctrl-C
+                all A actors start before the first block; each runs T calls at once (T threads),
+                so A × T LM requests are in flight; Ray Data hands each block to the least busy
+                actor, so they stay in flight until fewer than A × T rollouts are left
+              └─ map_batches(commit_rollout_batch, batch_size=B × n)
+                    B × n finished rollouts → one committed part file (`raydspy.commits`);
+                    returns one row of counts
+                  └─ iter_batches (driver)         progress, the error budget, Ctrl-C
+
+Why a rollout per call and commits apart: with blocks of several rollouts held by one actor, an
+actor's own queue could still hold work near the end of a run while the other actors ran dry,
+and a block's slot stayed taken until its slowest rollout finished; the teacher then had far
+fewer requests in flight than the layout promised (BENCHMARKS.md, "the drain"). Commits batch
+rollouts again so files stay a useful size.
 
 Exactly once: rollout ids are deterministic (`raydspy.identity`), a run skips those already
-committed, and a batch commits under a name derived from its rollout ids, so a batch Ray retries
+committed, and a batch commits under a name derived from its rollout ids, so a commit Ray retries
 replaces its own file. Rollouts that fail because the teacher is unreachable (after the LM's
-retries) are not committed: re-running the same job does them, and nothing else.
+retries) are not committed: re-running the same job does them, and nothing else. A rollout
+finished but not yet committed when the driver dies is done again by the next run (DSPy's cache
+answers its LM calls at no cost).
 """
 
 from __future__ import annotations
@@ -26,12 +38,12 @@ import datetime as dt
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping
 
 import dspy
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.data
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,7 +54,7 @@ from raydspy.inputs import check_columns, read_examples
 from raydspy.metrics import RolloutMetrics
 from raydspy.rewards import RewardSet
 from raydspy.rollouts import records_to_table
-from raydspy.runner import RolloutRunner, program_input_fields
+from raydspy.runner import RolloutJob, RolloutPlanner, RolloutRunner, program_input_fields
 from raydspy.specs import load_program, load_rewards
 from raydspy.storage import Location, StorageOptions, check_writable, resolve, write_atomic
 from raydspy.summary import RunSummary, summarize_committed
@@ -59,12 +71,19 @@ INVALID_DIR = "_invalid"
 #: The error budget is judged only once this many rollouts have finished in the run.
 BUDGET_MIN_ROLLOUTS = 20
 
+#: A planned rollout's extra columns beside the example's own (dropped before the program sees it).
+_EXAMPLE_ID, _ROLLOUT_INDEX, _ROLLOUT_ID = "__raydspy_example_id", "__raydspy_rollout_index", "__raydspy_rollout_id"
+_PLAN_COLUMNS = (_EXAMPLE_ID, _ROLLOUT_INDEX, _ROLLOUT_ID)
+#: A finished rollout's extra column: the teacher never answered (not committed; the next run does it).
+_DEFERRED = "__raydspy_deferred"
+#: Logical CPUs of each commit task (it writes one Parquet file).
+COMMIT_NUM_CPUS = 0.25
+
 _BATCH_STATS = pa.schema([
     ("file", pa.string()),
     ("committed", pa.int64()),
     ("errors", pa.int64()),
     ("deferred", pa.int64()),
-    ("skipped", pa.int64()),
     ("reward_sum", pa.float64()),
     ("reward_count", pa.int64()),
     ("completion_tokens", pa.int64()),
@@ -79,8 +98,13 @@ class PipelineConfig(BaseModel):
     output_uri: str = Field(description="Folder or prefix receiving the rollout Parquet files.")
     n: int = Field(1, ge=1, description="Rollouts per example.")
     num_actors: int = Field(2, ge=1, description="Collect actors in the pool.")
-    threads_per_actor: int = Field(32, ge=1, description="Rollouts in flight per actor.")
-    batch_size: int = Field(8, ge=1, description="Examples per actor call, and per committed file.")
+    threads_per_actor: int = Field(32, ge=1, description="Rollouts in flight per actor (its concurrent calls).")
+    batch_size: int = Field(8, ge=1, description="Examples per committed file (batch_size × n rollouts).")
+    rollouts_per_call: int = Field(
+        1, ge=1, description="Rollouts per actor call, run one after another. 1 keeps every thread busy to the "
+        "end of a run; more spends less per rollout on Ray Data's scheduling (teachers answering hundreds of "
+        "rollouts a second). Dry runs, which have no slow calls to wait for, use batch_size × n.",
+    )
     actor_num_cpus: float = Field(0.25, gt=0, description="Logical CPUs each actor reserves (it mostly waits on HTTP).")
     actor_start_timeout_s: int = Field(
         900, ge=1, description="Seconds to wait for every actor of the pool to start (imports, program) before "
@@ -102,14 +126,9 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     @property
-    def calls_per_actor(self) -> int:
-        """Blocks each actor holds at once: enough blocks of ``batch_size × n`` rollouts for twice
-        its ``threads_per_actor`` threads, plus one (at least 2).
-
-        Twice, because a block is committed (and the next one sent) only when its slowest rollout
-        is done: the finished rollouts of blocks still waiting would otherwise leave threads idle,
-        and the teacher with fewer requests in flight than the layout promises."""
-        return max(2, -(-2 * self.threads_per_actor // (self.batch_size * self.n)) + 1)
+    def call_size(self) -> int:
+        """Rollouts per actor call: ``rollouts_per_call``, or a file's worth in a dry run."""
+        return self.batch_size * self.n if self.dry_run else self.rollouts_per_call
 
 
 @dataclass
@@ -175,12 +194,39 @@ class RunProgress:
             self.last_error = stats["last_error"]
 
 
-class CollectWorker:
-    """A Ray Data actor: a block of examples in, its rollouts committed, one row of counts out.
+def plan_rollouts(block: pa.Table, planner: RolloutPlanner, n: int, excluded: Any = frozenset(),
+                  done: Any = frozenset()) -> pa.Table:
+    """A block of examples → one row per rollout still to make: the example's columns, repeated,
+    plus its example id, rollout index and rollout id (the `_PLAN_COLUMNS`).
 
-    Built once per actor: imports the program, builds the teacher LM and a thread pool that all
-    of the actor's concurrent calls share. ``excluded`` (example ids to leave out) and ``done``
-    (rollout ids already committed) may be sets or ``ObjectRef``\\ s of sets.
+    Rows whose example id is in ``excluded`` (invalid input) and rollouts whose id is in ``done``
+    (committed by an earlier run) are left out. Both may be sets or ``ObjectRef``\\ s of sets.
+    """
+    excluded, done = _resolve(excluded), _resolve(done)
+    jobs = planner.plan(block.to_pylist(), n)
+    keep = [k for k, job in enumerate(jobs) if job.example_id not in excluded and job.rollout_id not in done]
+    planned = block.take(pa.array([k // n for k in keep], pa.int64()))  # job k is of example k // n
+    columns = {
+        _EXAMPLE_ID: pa.array([jobs[k].example_id for k in keep], pa.string()),
+        _ROLLOUT_INDEX: pa.array([jobs[k].rollout_index for k in keep], pa.int32()),
+        _ROLLOUT_ID: pa.array([jobs[k].rollout_id for k in keep], pa.string()),
+    }
+    for name, column in columns.items():
+        planned = planned.append_column(name, column)
+    return planned
+
+
+def _resolve(value: Any) -> Any:
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
+
+
+class CollectWorker:
+    """A Ray Data actor: planned rollouts in (`plan_rollouts` rows), their rollout rows out.
+
+    Built once per actor: imports the program and builds the teacher LM. Ray Data runs up to
+    ``threads_per_actor`` calls at once, each on its own thread; a call runs its rollouts one after
+    another. The rows returned are `ROLLOUT_SCHEMA` plus a boolean ``_DEFERRED`` column: True for
+    a rollout the teacher never answered, which `commit_rollout_batch` leaves uncommitted.
     """
 
     def __init__(
@@ -190,39 +236,45 @@ class CollectWorker:
         rewards: str | Callable | Mapping[str, Callable] | None,
         reward_weights: Mapping[str, float] | None,
         n: int,
-        threads: int,
         id_field: str | None,
         dry_run: bool,
-        output: Location,
-        excluded: Any = frozenset(),
-        done: Any = frozenset(),
+        run_uri: str,
     ):
         self.n = n
-        self.output = output
         self.runner = _runner(program, teacher, rewards, reward_weights, id_field, dry_run)
-        self.excluded = ray.get(excluded) if isinstance(excluded, ray.ObjectRef) else excluded
-        self.done = ray.get(done) if isinstance(done, ray.ObjectRef) else done
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="rollout")
-        self.metrics = RolloutMetrics(run=output.uri)  # Ray metrics, tagged by run (raydspy.metrics)
+        self.metrics = RolloutMetrics(run=run_uri)  # Ray metrics, tagged by run (raydspy.metrics)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        jobs = [j for j in self.runner.plan(batch.to_pylist(), self.n) if j.example_id not in self.excluded]
-        todo = [j for j in jobs if j.rollout_id not in self.done]
-        self.metrics.started(len(todo))
-        results = self.runner.run_jobs(todo, n=self.n, executor=self.pool, on_result=self.metrics.finished)
-        kept = [r.record for r in results if not r.transient]
-        deferred = [r.record for r in results if r.transient]
-        path = commit_rollouts(self.output, records_to_table(kept))
-        self.metrics.committed(len(kept))
-        rewards = [r.reward for r in kept if r.reward is not None]
-        errors = [r.error for r in kept + deferred if r.error]
-        tokens = sum(c.completion_tokens or 0 for r in kept for c in r.trace)
-        row = {
-            "file": path, "committed": len(kept), "errors": sum(1 for r in kept if r.error),
-            "deferred": len(deferred), "skipped": len(jobs) - len(todo), "reward_sum": float(sum(rewards)),
-            "reward_count": len(rewards), "completion_tokens": tokens, "last_error": errors[-1] if errors else None,
-        }
-        return pa.Table.from_pylist([row], schema=_BATCH_STATS)
+        examples = batch.drop_columns(list(_PLAN_COLUMNS)).to_pylist()
+        jobs = [RolloutJob(example, ex_id, index, rid) for example, ex_id, index, rid in zip(
+            examples, *(batch.column(c).to_pylist() for c in _PLAN_COLUMNS))]
+        self.metrics.started(len(jobs))
+        results = self.runner.run_jobs(jobs, n=self.n, num_threads=1, on_result=self.metrics.finished)
+        table = records_to_table([r.record for r in results])
+        return table.append_column(_DEFERRED, pa.array([r.transient for r in results], pa.bool_()))
+
+
+def commit_rollout_batch(batch: pa.Table, output: Location) -> pa.Table:
+    """Finished rollouts (`CollectWorker` rows) → one committed part file of those the teacher
+    answered, and one row of counts (`_BATCH_STATS`) for the driver.
+
+    Raises:
+        StorageError: storage still failing after `raydspy.commits`' retries.
+    """
+    deferred = batch.column(_DEFERRED)
+    kept = batch.filter(pc.invert(deferred)).drop_columns([_DEFERRED])
+    path = commit_rollouts(output, kept)
+    RolloutMetrics(run=output.uri).committed(kept.num_rows)
+    rewards = pc.drop_null(kept.column("reward"))
+    errors = pc.drop_null(batch.column("error"))
+    tokens = pc.struct_field(pc.list_flatten(kept.column("trace")), "completion_tokens")
+    row = {
+        "file": path, "committed": kept.num_rows, "errors": kept.num_rows - kept.column("error").null_count,
+        "deferred": batch.num_rows - kept.num_rows, "reward_sum": float(pc.sum(rewards).as_py() or 0.0),
+        "reward_count": len(rewards), "completion_tokens": int(pc.sum(tokens).as_py() or 0),
+        "last_error": errors[-1].as_py() if len(errors) else None,
+    }
+    return pa.Table.from_pylist([row], schema=_BATCH_STATS)
 
 
 def _runner(program: str | dspy.Module, teacher: TeacherConfig, rewards: Any, reward_weights: Any,
@@ -306,36 +358,46 @@ def run_pipeline(
 
     done = committed_rollout_ids(output)
     runner = _runner(program, teacher, rewards, reward_weights, config.id_field, config.dry_run)
-    planned_ids = (runner.rollout_id(ex_id, i) for ex_id in checked.example_ids for i in range(config.n))
+    planner = runner.planner
+    planned_ids = (planner.rollout_id(ex_id, i) for ex_id in checked.example_ids for i in range(config.n))
     resumed = sum(1 for rid in planned_ids if rid in done)
     progress = RunProgress(planned=len(checked.example_ids) * config.n, resumed=resumed)
     logger.info("%d rollouts planned, %d already committed under %s", progress.planned, resumed, output.uri)
     if on_start is not None:
         on_start(progress)
 
-    stats = dataset.repartition(target_num_rows_per_block=config.batch_size).map_batches(
+    planned = dataset.map_batches(
+        plan_rollouts,
+        fn_kwargs={"planner": planner, "n": config.n, "excluded": ray.put(frozenset(checked.invalid_ids)),
+                   "done": ray.put(frozenset(done))},
+        batch_size=None, batch_format="pyarrow",
+    )
+    rollouts = planned.repartition(target_num_rows_per_block=config.call_size).map_batches(
         CollectWorker,
         fn_constructor_kwargs={
             "program": program, "teacher": teacher, "rewards": rewards, "reward_weights": reward_weights,
-            "n": config.n, "threads": config.threads_per_actor, "id_field": config.id_field,
-            "dry_run": config.dry_run, "output": output,
-            "excluded": ray.put(frozenset(checked.invalid_ids)), "done": ray.put(frozenset(done)),
+            "n": config.n, "id_field": config.id_field, "dry_run": config.dry_run, "run_uri": output.uri,
         },
         batch_size=None,  # one call per block: the repartition above sized them
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(
             size=config.num_actors,
-            # Several blocks per actor at once, enough to keep every rollout thread busy, plus
-            # one: the pool stays full while a block's slowest rollout finishes.
-            max_concurrent_calls_per_actor=config.calls_per_actor,
-            max_tasks_in_flight_per_actor=config.calls_per_actor,
+            max_concurrent_calls_per_actor=config.threads_per_actor,
+            # One call queued beyond the threads, so a thread that finishes finds its next rollout
+            # waiting rather than waiting on Ray Data's scheduler; no more, or that actor's queue
+            # would hold rollouts that an idle actor could run near the end of the run.
+            max_tasks_in_flight_per_actor=config.threads_per_actor + 1,
             enable_true_multi_threading=True,
         ),
         num_cpus=config.actor_num_cpus,
     )
+    # Ray Data bundles the actors' small blocks until a batch holds batch_size × n rollouts.
+    stats = rollouts.map_batches(commit_rollout_batch, fn_kwargs={"output": output},
+                                 batch_size=config.batch_size * config.n, batch_format="pyarrow",
+                                 num_cpus=COMMIT_NUM_CPUS)
     # Start every actor before the first block goes out (Ray Data's default sends blocks as actors
-    # come up): else the first actor ready takes calls_per_actor blocks, and on a short run the
-    # others find nothing left to do. The context is this dataset's own copy, not the caller's.
+    # come up): else the first actor ready fills all its threads, and on a short run the others
+    # find little left to do. The context is this dataset's own copy, not the caller's.
     stats.context.wait_for_min_actors_s = config.actor_start_timeout_s
     stopped = _follow(stats, progress, config, on_progress) if progress.remaining > 0 else None
     summary, duplicates = summarize_committed(output, elapsed_s=progress.elapsed_s)

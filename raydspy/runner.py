@@ -37,7 +37,7 @@ from raydspy.rewards import RewardSet
 from raydspy.rollouts import RolloutRecord
 from raydspy.tracing import TraceRecorder, describe_error, predictor_names
 
-__all__ = ["RolloutRunner", "RolloutResult", "RolloutJob", "program_input_fields", "check_examples"]
+__all__ = ["RolloutRunner", "RolloutResult", "RolloutJob", "RolloutPlanner", "program_input_fields", "check_examples"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,33 @@ class RolloutJob:
     example_id: str
     rollout_index: int
     rollout_id: str
+
+
+@dataclass(frozen=True)
+class RolloutPlanner:
+    """Which rollouts a runner makes, and their ids, without the program or an LM.
+
+    Small and picklable: the pipeline's planning stage (Ray Data tasks) computes rollout ids with
+    it, so only the actors that run rollouts import the program.
+    """
+
+    program_hash: str
+    teacher: str
+    sampling: Mapping[str, Any]
+    id_field: str | None = None
+
+    def rollout_id(self, example_id_: str, rollout_index: int) -> str:
+        """`raydspy.identity.rollout_id` of this program, teacher and sampling."""
+        return rollout_id(self.program_hash, example_id_, rollout_index, self.teacher, self.sampling)
+
+    def plan(self, examples: Sequence[Mapping[str, Any]], n: int) -> list[RolloutJob]:
+        """The ``len(examples) * n`` rollouts of ``examples``, example-major (example 0's
+        rollouts 0 … n-1 first, so job ``k`` is of example ``k // n``), each with its id."""
+        jobs = []
+        for example in examples:
+            ex_id = example_id(example, self.id_field)
+            jobs.extend(RolloutJob(example, ex_id, i, self.rollout_id(ex_id, i)) for i in range(n))
+        return jobs
 
 
 class RolloutRunner:
@@ -228,7 +255,13 @@ class RolloutRunner:
     def rollout_id(self, example_id_: str, rollout_index: int) -> str:
         """The id rollout ``rollout_index`` of example ``example_id_`` gets from this runner
         (`raydspy.identity.rollout_id` of its program, teacher and sampling)."""
-        return rollout_id(self.program_hash, example_id_, rollout_index, self.teacher, self.sampling)
+        return self.planner.rollout_id(example_id_, rollout_index)
+
+    @property
+    def planner(self) -> RolloutPlanner:
+        """This runner's rollout ids, as a small picklable object (the teacher is read now:
+        with ``lm=None`` it is the LM DSPy has configured)."""
+        return RolloutPlanner(self.program_hash, self.teacher, self.sampling, self.id_field)
 
     @property
     def teacher(self) -> str:
@@ -248,13 +281,8 @@ class RolloutRunner:
     # -- many rollouts ---------------------------------------------------------------------
 
     def plan(self, examples: Sequence[Mapping[str, Any]], n: int) -> list[RolloutJob]:
-        """The ``len(examples) * n`` rollouts of ``examples``, example-major (example 0's
-        rollouts 0 … n-1 first), each with its deterministic id."""
-        jobs = []
-        for example in examples:
-            ex_id = example_id(example, self.id_field)
-            jobs.extend(RolloutJob(example, ex_id, i, self.rollout_id(ex_id, i)) for i in range(n))
-        return jobs
+        """The ``len(examples) * n`` rollouts of ``examples`` (`RolloutPlanner.plan`)."""
+        return self.planner.plan(examples, n)
 
     def run_many(
         self,
