@@ -48,13 +48,16 @@ def test_two_sft_steps_change_the_weights_and_write_a_checkpoint_transformers_an
     _write_export(exports.sft_rows(rollout_rows), exports.SFT_SCHEMA, tmp_path / "sft")
     # Relative paths, as on the command line: Ray Train workers run elsewhere, yet find them.
     monkeypatch.chdir(tmp_path)
+    # Shared prefix on, as in sft-cpu.yaml: two rows a batch share the instructions' prefix.
     config = TrainConfig(dataset="sft", storage_path="runs", name="sft-test", max_steps=2,
-                         per_device_train_batch_size=1, max_length=1536, learning_rate=1e-4, logging_steps=1)
+                         per_device_train_batch_size=2, max_length=1536, learning_rate=1e-4, logging_steps=1,
+                         shared_prefix=True)
     progress = []
     result = run_training("sft", config, on_progress=progress.append)
 
     assert result.metrics["global_step"] == 2
     assert result.metrics["loss"] > 0
+    assert result.metrics["shared_prefix_tokens"] > 800  # the batches took the shared-prefix path
     # Rank 0's progress reached the driver while it trained: both steps, with the loss once logged.
     assert [p["step"] for p in progress][-1] == 2 and {p["max_steps"] for p in progress} == {2}
     assert any("loss" in p for p in progress) and all(p["elapsed_s"] >= 0 for p in progress)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from raydspy.embedded import EMBEDDED_URI
 from raydspy.errors import ConfigError
@@ -76,11 +76,26 @@ class TrainConfig(BaseModel):
     per_device_train_batch_size: int = Field(4, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_length: int = Field(1536, ge=16, description="Tokens per training sequence (prompt + completion); longer ones are cut.")
+    shared_prefix: bool = Field(False, description="SFT only: compute the prompt prefix the rows of a batch share once "
+                                "per step instead of once per row, and the prompts without the LM head; exact "
+                                "(same loss and gradients: `raydspy.distill.shared_prefix`). Pays off when rows "
+                                "repeat long instructions, as DSPy programs' do; other batches train as usual. "
+                                "Turns off TRL's gradient checkpointing, which would drop the prompts' KV cache: "
+                                "more activation memory, no recomputation.")
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(500, ge=1, description="Steps between intermediate checkpoints.")
     seed: int = 0
     grpo: GRPOSettings = Field(default_factory=GRPOSettings, description="GRPO only.")
     trl: dict[str, Any] = Field(default_factory=dict, description="More arguments of trl.SFTConfig / trl.GRPOConfig.")
+
+    @model_validator(mode="after")
+    def _shared_prefix_without_checkpointing(self) -> "TrainConfig":
+        # Gradient checkpointing recomputes each layer in the backward and drops the KV cache the
+        # shared prefix lives in; train.py turns TRL's default (on) off when shared_prefix is set.
+        if self.shared_prefix and self.trl.get("gradient_checkpointing"):
+            raise ValueError("shared_prefix needs gradient checkpointing off: drop trl.gradient_checkpointing "
+                             "or set shared_prefix: false")
+        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":

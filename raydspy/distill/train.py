@@ -10,8 +10,10 @@
 
 SFT trains on the export's ``messages`` split into ``prompt`` (system, user, …) and ``completion``
 (the assistant's answer), so the loss covers only the answer (TRL's completion-only loss), not the
-long instructions every example repeats. GRPO samples ``num_generations`` completions per prompt
-and scores them with the format reward and the task reward (`raydspy.distill.rewards`).
+long instructions every example repeats; with ``shared_prefix`` the prompt prefix the rows of a
+batch share is computed once per step, not once per row (`raydspy.distill.shared_prefix`, exact).
+GRPO samples ``num_generations`` completions per prompt and scores them with the format reward and
+the task reward (`raydspy.distill.rewards`).
 
 Example (after ``ray.init()``):
     >>> config = TrainConfig.from_yaml("jobs/configs/sft-cpu.yaml", dataset="datasets/sft")  # doctest: +SKIP
@@ -168,10 +170,17 @@ def _build_trainer(method: str, config: TrainConfig, model, tokenizer, common: d
     if method == "sft":
         from trl import SFTConfig, SFTTrainer
 
+        from raydspy.distill.shared_prefix import SharedPrefixSFTTrainer
+
         dataset = prompt_completion(dataset)
-        args = SFTConfig(**common, max_length=config.max_length, **config.trl)
-        return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=peft_config)
+        extra = dict(config.trl)
+        if config.shared_prefix:
+            # TRL turns gradient checkpointing on by default: it would drop the prompts' KV cache.
+            extra.setdefault("gradient_checkpointing", False)
+        args = SFTConfig(**common, max_length=config.max_length, **extra)
+        trainer_class = SharedPrefixSFTTrainer if config.shared_prefix else SFTTrainer
+        return trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                             peft_config=peft_config)
     from trl import GRPOConfig, GRPOTrainer
 
     grpo = config.grpo
