@@ -78,7 +78,11 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--n", type=int, default=None, help="rollouts per example (default 1)")
     g.add_argument("--actors", type=int, default=2, help="Collect actors in the Ray Data pool (default: %(default)s)")
     g.add_argument("--threads", type=int, default=32, help="rollouts in flight per actor (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=8, help="examples per actor call and per Parquet file (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=8,
+                   help="examples per committed Parquet file: batch-size x n rollouts each (default: %(default)s)")
+    g.add_argument("--rollouts-per-call", type=int, default=1,
+                   help="rollouts per actor call, run one after another; raise it (e.g. 8) for a teacher that answers "
+                        "hundreds of rollouts a second, where Ray Data's cost per call shows (default: %(default)s)")
     g.add_argument("--actor-start-timeout", type=int, default=900,
                    help="seconds to wait for every actor to start (an autoscaler adding nodes) before failing "
                         "(default: %(default)s)")
@@ -208,6 +212,7 @@ def _collect(args: argparse.Namespace, *, preset_defaults: dict | None = None) -
         num_actors=args.actors,
         threads_per_actor=args.threads,
         batch_size=args.batch_size,
+        rollouts_per_call=args.rollouts_per_call,
         actor_start_timeout_s=args.actor_start_timeout,
         limit=args.limit,
         id_field=args.id_field,

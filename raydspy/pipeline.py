@@ -1,18 +1,18 @@
 """Rollouts at scale: Ray Data reads the examples, plans their rollouts, an actor pool of Collect
-workers runs them against the teacher, commit tasks write them to storage in batches, and the
+workers runs them against the teacher, a committer writes them to storage in batches, and the
 driver follows the run from the stream of per-batch counts.
 
     read_csv / read_json / read_parquet            examples, any columns
       └─ check_input (driver, in input order)      invalid rows and duplicate ids, before any LM call
       └─ committed_rollout_ids(output)             what an earlier run of this job already made
-      └─ map_batches(plan_rollouts)                each example → its n rollouts not yet committed:
+      └─ map_batches(PlanWorker, one actor)        each example → its n rollouts not yet committed:
                                                    one row each, with its example id, index, rollout id
       └─ repartition(target_num_rows_per_block=R)  blocks of R rollouts (1): one actor call each
           └─ map_batches(CollectWorker, ActorPoolStrategy(size=A))
                 all A actors start before the first block; each runs T calls at once (T threads),
                 so A × T LM requests are in flight; Ray Data hands each block to the least busy
                 actor, so they stay in flight until fewer than A × T rollouts are left
-              └─ map_batches(commit_rollout_batch, batch_size=B × n)
+              └─ map_batches(RolloutCommitter, ActorPoolStrategy(size=1), batch_size=B × n)
                     B × n finished rollouts → one committed part file (`raydspy.commits`);
                     returns one row of counts
                   └─ iter_batches (driver)         progress, the error budget, Ctrl-C
@@ -76,8 +76,8 @@ _EXAMPLE_ID, _ROLLOUT_INDEX, _ROLLOUT_ID = "__raydspy_example_id", "__raydspy_ro
 _PLAN_COLUMNS = (_EXAMPLE_ID, _ROLLOUT_INDEX, _ROLLOUT_ID)
 #: A finished rollout's extra column: the teacher never answered (not committed; the next run does it).
 _DEFERRED = "__raydspy_deferred"
-#: Logical CPUs of each commit task (it writes one Parquet file).
-COMMIT_NUM_CPUS = 0.25
+#: Logical CPUs of the planner and committer actors (light work: ids, one Parquet file at a time).
+HELPER_NUM_CPUS = 0.25
 
 _BATCH_STATS = pa.schema([
     ("file", pa.string()),
@@ -194,26 +194,34 @@ class RunProgress:
             self.last_error = stats["last_error"]
 
 
-def plan_rollouts(block: pa.Table, planner: RolloutPlanner, n: int, excluded: Any = frozenset(),
-                  done: Any = frozenset()) -> pa.Table:
-    """A block of examples → one row per rollout still to make: the example's columns, repeated,
-    plus its example id, rollout index and rollout id (the `_PLAN_COLUMNS`).
+class PlanWorker:
+    """A Ray Data actor: a block of examples in, one row per rollout still to make out: the
+    example's columns, repeated, plus its example id, rollout index and rollout id (the
+    `_PLAN_COLUMNS`).
 
     Rows whose example id is in ``excluded`` (invalid input) and rollouts whose id is in ``done``
-    (committed by an earlier run) are left out. Both may be sets or ``ObjectRef``\\ s of sets.
+    (committed by an earlier run) are left out. Both may be sets or ``ObjectRef``\\ s of sets,
+    fetched once. An actor rather than tasks: one process that imports raydspy (and DSPy) once,
+    where tasks would start a worker, and import DSPy, for every few blocks of input.
     """
-    excluded, done = _resolve(excluded), _resolve(done)
-    jobs = planner.plan(block.to_pylist(), n)
-    keep = [k for k, job in enumerate(jobs) if job.example_id not in excluded and job.rollout_id not in done]
-    planned = block.take(pa.array([k // n for k in keep], pa.int64()))  # job k is of example k // n
-    columns = {
-        _EXAMPLE_ID: pa.array([jobs[k].example_id for k in keep], pa.string()),
-        _ROLLOUT_INDEX: pa.array([jobs[k].rollout_index for k in keep], pa.int32()),
-        _ROLLOUT_ID: pa.array([jobs[k].rollout_id for k in keep], pa.string()),
-    }
-    for name, column in columns.items():
-        planned = planned.append_column(name, column)
-    return planned
+
+    def __init__(self, planner: RolloutPlanner, n: int, excluded: Any = frozenset(), done: Any = frozenset()):
+        self.planner, self.n = planner, n
+        self.excluded, self.done = _resolve(excluded), _resolve(done)
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        n = self.n
+        jobs = self.planner.plan(block.to_pylist(), n)
+        keep = [k for k, job in enumerate(jobs) if job.example_id not in self.excluded and job.rollout_id not in self.done]
+        planned = block.take(pa.array([k // n for k in keep], pa.int64()))  # job k is of example k // n
+        columns = {
+            _EXAMPLE_ID: pa.array([jobs[k].example_id for k in keep], pa.string()),
+            _ROLLOUT_INDEX: pa.array([jobs[k].rollout_index for k in keep], pa.int32()),
+            _ROLLOUT_ID: pa.array([jobs[k].rollout_id for k in keep], pa.string()),
+        }
+        for name, column in columns.items():
+            planned = planned.append_column(name, column)
+        return planned
 
 
 def _resolve(value: Any) -> Any:
@@ -221,12 +229,12 @@ def _resolve(value: Any) -> Any:
 
 
 class CollectWorker:
-    """A Ray Data actor: planned rollouts in (`plan_rollouts` rows), their rollout rows out.
+    """A Ray Data actor: planned rollouts in (`PlanWorker` rows), their rollout rows out.
 
     Built once per actor: imports the program and builds the teacher LM. Ray Data runs up to
     ``threads_per_actor`` calls at once, each on its own thread; a call runs its rollouts one after
     another. The rows returned are `ROLLOUT_SCHEMA` plus a boolean ``_DEFERRED`` column: True for
-    a rollout the teacher never answered, which `commit_rollout_batch` leaves uncommitted.
+    a rollout the teacher never answered, which `RolloutCommitter` leaves uncommitted.
     """
 
     def __init__(
@@ -254,27 +262,36 @@ class CollectWorker:
         return table.append_column(_DEFERRED, pa.array([r.transient for r in results], pa.bool_()))
 
 
-def commit_rollout_batch(batch: pa.Table, output: Location) -> pa.Table:
-    """Finished rollouts (`CollectWorker` rows) → one committed part file of those the teacher
-    answered, and one row of counts (`_BATCH_STATS`) for the driver.
+class RolloutCommitter:
+    """A Ray Data actor: finished rollouts (`CollectWorker` rows) in, one committed part file of
+    those the teacher answered, and one row of counts (`_BATCH_STATS`) for the driver, out.
+
+    An actor rather than tasks: one process, started with the pool, instead of a worker started
+    (and DSPy imported) for every few commits, on CPUs the teacher needs.
 
     Raises:
         StorageError: storage still failing after `raydspy.commits`' retries.
     """
-    deferred = batch.column(_DEFERRED)
-    kept = batch.filter(pc.invert(deferred)).drop_columns([_DEFERRED])
-    path = commit_rollouts(output, kept)
-    RolloutMetrics(run=output.uri).committed(kept.num_rows)
-    rewards = pc.drop_null(kept.column("reward"))
-    errors = pc.drop_null(batch.column("error"))
-    tokens = pc.struct_field(pc.list_flatten(kept.column("trace")), "completion_tokens")
-    row = {
-        "file": path, "committed": kept.num_rows, "errors": kept.num_rows - kept.column("error").null_count,
-        "deferred": batch.num_rows - kept.num_rows, "reward_sum": float(pc.sum(rewards).as_py() or 0.0),
-        "reward_count": len(rewards), "completion_tokens": int(pc.sum(tokens).as_py() or 0),
-        "last_error": errors[-1].as_py() if len(errors) else None,
-    }
-    return pa.Table.from_pylist([row], schema=_BATCH_STATS)
+
+    def __init__(self, output: Location):
+        self.output = output
+        self.metrics = RolloutMetrics(run=output.uri)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        deferred = batch.column(_DEFERRED)
+        kept = batch.filter(pc.invert(deferred)).drop_columns([_DEFERRED])
+        path = commit_rollouts(self.output, kept)
+        self.metrics.committed(kept.num_rows)
+        rewards = pc.drop_null(kept.column("reward"))
+        errors = pc.drop_null(batch.column("error"))
+        tokens = pc.struct_field(pc.list_flatten(kept.column("trace")), "completion_tokens")
+        row = {
+            "file": path, "committed": kept.num_rows, "errors": kept.num_rows - kept.column("error").null_count,
+            "deferred": batch.num_rows - kept.num_rows, "reward_sum": float(pc.sum(rewards).as_py() or 0.0),
+            "reward_count": len(rewards), "completion_tokens": int(pc.sum(tokens).as_py() or 0),
+            "last_error": errors[-1].as_py() if len(errors) else None,
+        }
+        return pa.Table.from_pylist([row], schema=_BATCH_STATS)
 
 
 def _runner(program: str | dspy.Module, teacher: TeacherConfig, rewards: Any, reward_weights: Any,
@@ -367,10 +384,11 @@ def run_pipeline(
         on_start(progress)
 
     planned = dataset.map_batches(
-        plan_rollouts,
-        fn_kwargs={"planner": planner, "n": config.n, "excluded": ray.put(frozenset(checked.invalid_ids)),
-                   "done": ray.put(frozenset(done))},
-        batch_size=None, batch_format="pyarrow",
+        PlanWorker,
+        fn_constructor_kwargs={"planner": planner, "n": config.n, "done": ray.put(frozenset(done)),
+                               "excluded": ray.put(frozenset(checked.invalid_ids))},
+        batch_size=None, batch_format="pyarrow", num_cpus=HELPER_NUM_CPUS,
+        compute=ray.data.ActorPoolStrategy(size=1),
     )
     rollouts = planned.repartition(target_num_rows_per_block=config.call_size).map_batches(
         CollectWorker,
@@ -392,13 +410,20 @@ def run_pipeline(
         num_cpus=config.actor_num_cpus,
     )
     # Ray Data bundles the actors' small blocks until a batch holds batch_size × n rollouts.
-    stats = rollouts.map_batches(commit_rollout_batch, fn_kwargs={"output": output},
-                                 batch_size=config.batch_size * config.n, batch_format="pyarrow",
-                                 num_cpus=COMMIT_NUM_CPUS)
+    stats = rollouts.map_batches(
+        RolloutCommitter, fn_constructor_kwargs={"output": output}, batch_size=config.batch_size * config.n,
+        batch_format="pyarrow", num_cpus=HELPER_NUM_CPUS,
+        # A few commits at once: an object store's PUT takes tens of milliseconds.
+        compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=4, enable_true_multi_threading=True),
+    )
     # Start every actor before the first block goes out (Ray Data's default sends blocks as actors
     # come up): else the first actor ready fills all its threads, and on a short run the others
     # find little left to do. The context is this dataset's own copy, not the caller's.
     stats.context.wait_for_min_actors_s = config.actor_start_timeout_s
+    # Ray Data lets a task run only 2 blocks ahead of the executor by default, which hands the
+    # repartition's 1-rollout blocks out a couple per scheduling step: too slow to refill
+    # A × T threads. Let it run a whole wave ahead (tiny blocks: a few KiB each).
+    stats.context._max_num_blocks_in_streaming_gen_buffer = config.num_actors * (config.threads_per_actor + 1)
     stopped = _follow(stats, progress, config, on_progress) if progress.remaining > 0 else None
     summary, duplicates = summarize_committed(output, elapsed_s=progress.elapsed_s)
     return replace(

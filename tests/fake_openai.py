@@ -14,6 +14,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when a pipeline opens many at once; the
+    # client then waits on TCP's SYN retransmits (1 s, 3 s, 7 s), which looks like a stalled run.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class FakeOpenAI:
     def __init__(self, fields: dict[str, str] | None = None, reply=None, *, model: str = "fake-model",
                  delay_s: float = 0.0):
@@ -21,6 +28,7 @@ class FakeOpenAI:
         self.reply = reply
         self.model = model
         self.requests: list[dict] = []
+        self.windows: list[tuple[float, float]] = []  # (start, end) of each completion, time.monotonic()
         self._counter = itertools.count()
         self._lock = threading.Lock()
         owner = self
@@ -35,9 +43,11 @@ class FakeOpenAI:
 
             def do_POST(self):
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                started = time.monotonic()
                 time.sleep(delay_s)  # outside the lock: concurrent requests wait side by side
                 with owner._lock:
                     owner.requests.append(request)
+                    owner.windows.append((started, time.monotonic()))
                     k = next(owner._counter)
                 if owner.reply is not None:
                     text = owner.reply(request, k)
@@ -58,7 +68,7 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -203,3 +203,38 @@ def test_the_summary_reads_one_file_at_a_time_and_counts_each_rollout_once(tmp_p
     assert dropped == 1 and summary.rows == whole.rows == 3
     assert (summary.error_rows, summary.mean_reward, summary.format_rate, summary.completion_tokens) == (
         whole.error_rows, whole.mean_reward, whole.format_rate, whole.completion_tokens)
+
+
+def _in_flight_profile(windows: list[tuple[float, float]]) -> tuple[int, float]:
+    """The most requests ever in flight, and their time-weighted mean from the first request's
+    start to the last request's start (the part of a run where work was still waiting)."""
+    events = sorted([(start, 1) for start, _ in windows] + [(end, -1) for _, end in windows])
+    horizon = max(start for start, _ in windows)
+    level = peak = 0
+    area, previous = 0.0, events[0][0]
+    for when, step in events:
+        if when > horizon:
+            break
+        area += level * (when - previous)
+        level, previous = level + step, when
+        peak = max(peak, level)
+    return peak, area / (horizon - events[0][0])
+
+
+def test_every_thread_stays_busy_until_the_work_runs_out(ray_local, tmp_path):
+    # 2 actors x 3 threads, 24 rollouts of 3 s: six requests in flight, never more, from the first
+    # wave until the last rollouts start (less the few tenths of a second Ray Data takes to hand a
+    # free thread its next rollout); an actor's own queue would leave the other idle.
+    with FakeOpenAI({"answer": "a"}, delay_s=3.0) as server:
+        config = PipelineConfig(input_uri=str(_questions(tmp_path / "q.jsonl", 12)), output_uri=str(tmp_path / "out"),
+                                n=2, batch_size=4, num_actors=2, threads_per_actor=3)
+        summary = run_pipeline(QA(), _teacher(server.url), config)
+        windows = sorted(server.windows)
+
+    assert summary.complete and summary.rows == 24 and len(windows) == 24
+    peak, mean = _in_flight_profile(windows)
+    starts = [round(start - windows[0][0], 2) for start, _ in windows]
+    assert peak == 6, (peak, starts)
+    assert mean >= 0.75 * 6, f"mean in flight {mean:.2f} of 6; requests started at {starts} s"
+    # Commits are batched apart from the calls: 4 examples x 2 rollouts a file.
+    assert [pq.read_metadata(f).num_rows for f in committed_files(resolve(config.output_uri))] == [8, 8, 8]

@@ -47,7 +47,7 @@ class RunRequest(BaseModel):
     id_field: str | None = Field(None, max_length=128, description="Column holding example ids.")
     actors: int = Field(2, ge=1, description="Collect actors (at most the service's max_actors).")
     threads: int = Field(32, ge=1, le=512, description="Rollouts in flight per actor.")
-    batch_size: int = Field(8, ge=1, le=4096, description="Examples per actor call and per committed file.")
+    batch_size: int = Field(8, ge=1, le=4096, description="Examples per committed file (batch_size × n rollouts).")
     max_error_rate: float = Field(0.5, ge=0.0, le=1.0, description="Stop (resumably) above this share of failed rollouts.")
     mlflow: bool = Field(False, description="Track the run in MLflow (the service's mlflow_tracking_uri).")
 
