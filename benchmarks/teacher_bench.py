@@ -4,14 +4,14 @@ Every contender sends the same banking77 prompts (the exact messages and JSON sc
 sends, formatted once by a dry run) to the same vLLM teacher on Ray Serve, with DSPy's cache off:
 
     limit        an async OpenAI-compatible client at 64 and 128 requests in flight (the best is "the limit")
-    pipeline     raydspy's Ray Data pipeline in its default layout (2 Collect actors x 32 threads, blocks of 8
-                 examples) running the full program (parse, rewards, commit to Parquet); also
+    pipeline     raydspy's Ray Data pipeline in its default layout (2 Collect actors x 32 threads, one rollout
+                 per call, files of 8 examples) running the full program (parse, rewards, commit to Parquet); also
                  its active window (first request sent to last rollout done), which leaves out
                  Ray Data's start-up: the rate a long run approaches
     parallel-8   dspy.Parallel, 8 threads (the seed's way)
     parallel-64  dspy.Parallel, 64 threads
     ray-data-llm ray.data.llm's HttpRequestProcessorConfig sending the formatted requests (no DSPy)
-    actors-k     the pipeline with k = 1, 2, 4, 8 Collect actors (8 threads each, blocks of 4)
+    actors-k     the pipeline with k = 1, 2, 4, 8 Collect actors (8 threads each)
 
 Results are generated tokens/s and requests/s, and each one's ratio to the limit measured in the
 same run. limit-64 and the pipeline alternate for --rounds rounds (the machine's speed drifts): each
@@ -257,7 +257,7 @@ def main() -> None:
                 ]
         if not (args.skip_scaling or args.pairs_only):
             steps += [lambda k=k: pipeline(input_csv, teacher, args.requests, f"actors-{k}", num_actors=k,
-                                           threads_per_actor=8, batch_size=4)
+                                           threads_per_actor=8)
                       for k in (1, 2, 4, 8)]
         for step in steps:
             measure = step()
