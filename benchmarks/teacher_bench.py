@@ -242,7 +242,10 @@ def main() -> None:
         deploy_serve_config(_serve_config(work, args.reserve_client_core))
         wait_for_teacher(teacher)
         bodies = formatted_requests(examples, teacher)
-        limit(bodies[:32], teacher, 32)  # warm-up: compiled graphs, prefix cache
+        # Warm-up at the full width: vLLM's CPU engine compiles for the batch shapes it meets, and
+        # the first wave of 64 ran 2-3x slower than the next (measured), which would favour
+        # whichever contender came second.
+        limit(bodies[:64], teacher, 64)
         steps = [lambda: limit(bodies, teacher, 64)]
         if not args.scaling_only:
             # The limit and the pipeline alternate, round after round: this VM's speed drifts by a
