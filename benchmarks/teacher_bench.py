@@ -242,10 +242,12 @@ def main() -> None:
         deploy_serve_config(_serve_config(work, args.reserve_client_core))
         wait_for_teacher(teacher)
         bodies = formatted_requests(examples, teacher)
-        # Warm-up at the full width: vLLM's CPU engine compiles for the batch shapes it meets, and
-        # the first wave of 64 ran 2-3x slower than the next (measured), which would favour
+        # Warm-up: one whole pass at the full width, not counted. vLLM's CPU engine compiles for
+        # the batch shapes it meets and fills its prefix cache: a first pass of 192 requests ran
+        # 2.4x slower than the next (350 s, then 143 s; measured 2026-12-02), which would favour
         # whichever contender came second.
-        limit(bodies[:64], teacher, 64)
+        warm = limit(bodies, teacher, 64)
+        print(f"warm-up          {warm.requests:4d} req  {warm.seconds:7.1f} s  (not counted)", flush=True)
         steps = [lambda: limit(bodies, teacher, 64)]
         if not args.scaling_only:
             # The limit and the pipeline alternate, round after round: this VM's speed drifts by a
