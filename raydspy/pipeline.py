@@ -6,7 +6,8 @@ driver follows the run from the stream of per-batch counts.
       └─ check_input (driver, in input order)      invalid rows and duplicate ids, before any LM call
       └─ committed_rollout_ids(output)             what an earlier run of this job already made
       └─ map_batches(PlanWorker, one actor)        each example → its n rollouts not yet committed:
-                                                   one row each, with its example id, index, rollout id
+                                                   one row each, with its example id, index, rollout id;
+                                                   `plan_size` examples a call (four waves of the pool)
       └─ repartition(target_num_rows_per_block=R)  blocks of R rollouts (1): one actor call each
           └─ map_batches(CollectWorker, ActorPoolStrategy(size=A))
                 all A actors start before the first block; each runs T calls at once (T threads),
@@ -124,6 +125,21 @@ class PipelineConfig(BaseModel):
     storage: StorageOptions = Field(default_factory=StorageOptions, description="S3-compatible endpoint options.")
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @property
+    def plan_size(self) -> int:
+        """Examples per planner call: enough for four waves of the whole pool (``num_actors`` ×
+        (``threads_per_actor`` + 1) calls of ``call_size`` rollouts each).
+
+        Why whole waves at once: Ray Data admits upstream work only as its resource budget allows,
+        and that budget shrinks when other datasets run on the cluster (Ray Data splits the cluster
+        between concurrent executions): the planner's next call may come only once the pool has
+        drained what it was given. With one small input block per planner call, a run beside
+        another dataset got one block, two rollouts, per wave: two requests in flight of six
+        (`tests/test_resume.py`); with two waves a call, 5.2 on average; with four, 5.6.
+        """
+        wave = self.num_actors * (self.threads_per_actor + 1) * self.call_size
+        return max(1, -(-4 * wave // self.n))
 
     @property
     def call_size(self) -> int:
@@ -387,7 +403,7 @@ def run_pipeline(
         PlanWorker,
         fn_constructor_kwargs={"planner": planner, "n": config.n, "done": ray.put(frozenset(done)),
                                "excluded": ray.put(frozenset(checked.invalid_ids))},
-        batch_size=None, batch_format="pyarrow", num_cpus=HELPER_NUM_CPUS,
+        batch_size=config.plan_size, batch_format="pyarrow", num_cpus=HELPER_NUM_CPUS,
         compute=ray.data.ActorPoolStrategy(size=1),
     )
     rollouts = planned.repartition(target_num_rows_per_block=config.call_size).map_batches(

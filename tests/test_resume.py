@@ -221,10 +221,29 @@ def _in_flight_profile(windows: list[tuple[float, float]]) -> tuple[int, float]:
     return peak, area / (horizon - events[0][0])
 
 
-def test_every_thread_stays_busy_until_the_work_runs_out(ray_local, tmp_path):
+@pytest.fixture
+def another_dataset(ray_local):
+    """A slow dataset executing meanwhile: Ray Data then splits the cluster's resources between
+    the two executions, as it does beside another run on a shared cluster."""
+    import time
+
+    iterator = iter(ray.data.range(200, override_num_blocks=100).map_batches(
+        lambda batch: (time.sleep(1), batch)[1]).iter_batches(batch_size=1))
+    next(iterator)
+    yield
+    del iterator
+
+
+@pytest.mark.parametrize("beside", ["alone", "beside another dataset"])
+def test_every_thread_stays_busy_until_the_work_runs_out(ray_local, tmp_path, request, beside):
     # 2 actors x 3 threads, 24 rollouts of 3 s: six requests in flight, never more, from the first
     # wave until the last rollouts start (less the few tenths of a second Ray Data takes to hand a
-    # free thread its next rollout); an actor's own queue would leave the other idle.
+    # free thread its next rollout); an actor's own queue would leave the other idle. Beside another
+    # dataset, Ray Data's budget admits fewer upstream blocks at a time: the planner's calls must
+    # still hand out whole waves (PipelineConfig.plan_size); with one input block each, two requests
+    # were in flight of six.
+    if beside != "alone":
+        request.getfixturevalue("another_dataset")
     with FakeOpenAI({"answer": "a"}, delay_s=3.0) as server:
         config = PipelineConfig(input_uri=str(_questions(tmp_path / "q.jsonl", 12)), output_uri=str(tmp_path / "out"),
                                 n=2, batch_size=4, num_actors=2, threads_per_actor=3)
@@ -234,6 +253,7 @@ def test_every_thread_stays_busy_until_the_work_runs_out(ray_local, tmp_path):
     assert summary.complete and summary.rows == 24 and len(windows) == 24
     peak, mean = _in_flight_profile(windows)
     starts = [round(start - windows[0][0], 2) for start, _ in windows]
+    print(f"{beside}: peak {peak}, mean in flight {mean:.2f}; starts {starts}")
     assert peak == 6, (peak, starts)
     assert mean >= 0.75 * 6, f"mean in flight {mean:.2f} of 6; requests started at {starts} s"
     # Commits are batched apart from the calls: 4 examples x 2 rollouts a file.
