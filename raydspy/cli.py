@@ -68,6 +68,9 @@ def _teacher_args(parser: argparse.ArgumentParser) -> None:
                    help="with --structured-outputs: bound each free-text output field (reasoning) to this many "
                         "characters in the schema, so a teacher that loops still returns JSON that parses "
                         "(default: unbounded)")
+    g.add_argument("--request-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="per-request timeout; keep it above the queueing of a saturated teacher, or timed-out "
+                        "requests are cancelled half done and sent again (default: %(default)s)")
     g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
                    help="DSPy's request cache: a resumed run gets calls that completed before a crash from it "
                         "at no cost (default: on)")
@@ -315,6 +318,7 @@ def _teacher(args: argparse.Namespace, settings: dict) -> TeacherConfig:
         max_tokens=pick("max_tokens", 256),
         structured_outputs=pick("structured_outputs", False),
         max_text_chars=pick("max_text_chars", None),
+        timeout_s=args.request_timeout,
         cache=args.cache,
     )
 

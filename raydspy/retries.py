@@ -43,7 +43,10 @@ class RetryPolicy(BaseModel):
     max_attempts: int = Field(8, ge=1, description="Attempts in all, the first included.")
     initial_wait_s: float = Field(1.0, gt=0, description="Back-off scale in seconds.")
     max_wait_s: float = Field(30.0, gt=0, description="Longest single wait in seconds.")
-    deadline_s: float = Field(180.0, gt=0, description="Give up this many seconds after the first attempt.")
+    deadline_s: float = Field(
+        900.0, gt=0, description="Give up this many seconds after the first attempt. Longer than the teacher's "
+        "request timeout (`TeacherConfig.timeout_s`, 600 s), so a request that timed out is tried once more.",
+    )
 
     def retrying(self, retry_if: Callable[[BaseException], bool], what: str) -> tenacity.Retrying:
         """A tenacity ``Retrying`` that follows this policy and logs each retry."""

@@ -44,7 +44,14 @@ class TeacherConfig(BaseModel):
         description="With structured outputs: bound each free-text output field (e.g. reasoning) to this many "
         "characters in the schema, so a teacher that loops is cut inside the JSON and still parses.",
     )
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Per-request timeout in seconds (the OpenAI client's default). It must outlast the queueing "
+        "of a saturated teacher: a request that times out is cancelled with its work half done and queued again. "
+        "At 120 s, 7 % of a 576-request run against the CPU teacher (64 in flight) timed out, and the pipeline "
+        "made 0.71 of the limit's throughput (BENCHMARKS.md).",
+    )
     cache: bool = Field(
         True,
         description="DSPy's request cache: a rollout re-run after a crash is answered from it at no cost. "

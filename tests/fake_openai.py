@@ -29,6 +29,8 @@ class FakeOpenAI:
         self.model = model
         self.requests: list[dict] = []
         self.windows: list[tuple[float, float]] = []  # (start, end) of each completion, time.monotonic()
+        self.arrivals = 0  # chat requests received, answered or not (a client may time out first)
+        self.delay_for = lambda: delay_s  # seconds to wait before answering the next request
         self._counter = itertools.count()
         self._lock = threading.Lock()
         owner = self
@@ -44,7 +46,9 @@ class FakeOpenAI:
             def do_POST(self):
                 request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 started = time.monotonic()
-                time.sleep(delay_s)  # outside the lock: concurrent requests wait side by side
+                with owner._lock:
+                    owner.arrivals += 1
+                time.sleep(owner.delay_for())  # outside the lock: concurrent requests wait side by side
                 with owner._lock:
                     owner.requests.append(request)
                     owner.windows.append((started, time.monotonic()))

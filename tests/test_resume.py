@@ -63,6 +63,21 @@ def test_retrying_lm_rides_out_each_kind_of_fault():
     assert call.error is None and call.completion.startswith("[[ ## answer ## ]]")
 
 
+def test_a_request_that_times_out_is_retried_by_default():
+    # A saturated teacher queues requests for minutes; the default retry deadline must outlast the
+    # default request timeout, or a request that timed out once would never be sent again.
+    teacher = TeacherConfig()
+    assert teacher.lm().kwargs["timeout"] == teacher.timeout_s == 600.0
+    assert teacher.retry.deadline_s > teacher.timeout_s
+    # ... and a timed-out request is retried: the first answer comes after the 0.5 s timeout.
+    delays = iter([2.0, 0.0])
+    with FakeOpenAI({"answer": "a"}) as server:
+        server.delay_for = lambda: next(delays, 0.0)
+        runner = RolloutRunner(QA(), lm=_teacher(server.url, timeout_s=0.5).lm())
+        result = runner.run({"question": "why?"}, 0)
+    assert result.record.error is None and server.arrivals == 2
+
+
 def test_resume_runs_only_the_missing_rollouts(ray_local, tmp_path):
     out = str(tmp_path / "out")
     with FakeOpenAI({"answer": "a"}) as server:
