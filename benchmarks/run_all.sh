@@ -12,5 +12,6 @@ $py benchmarks/dry_run_bench.py --sizes 1000 100000
 $py benchmarks/teacher_bench.py --requests 192 --rounds 3
 $py benchmarks/teacher_bench.py --requests 192 --rounds 2 --pairs-only --reserve-client-core \
     --out benchmarks/results/teacher-reserved-core.json
+$py benchmarks/client_cpu.py --requests 192 --scale 3
 $py benchmarks/in_flight.py --requests 192 --rounds 2 | tee benchmarks/results/in-flight.txt
 $py benchmarks/chart.py
