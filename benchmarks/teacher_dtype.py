@@ -1,0 +1,33 @@
+"""The CPU teacher's limit (async client, 64 in flight) when it serves in DTYPE instead of
+teacher-cpu.yaml's float32: a warm-up of 128 requests, then two counted rounds of 192.
+
+float32 is in the config because an AVX2-only machine emulated bf16 5x slower; on CPUs with
+AVX-512 BF16 or AMX bf16 may be the faster choice. Run it once per dtype, one after the other:
+
+    .venv/bin/python benchmarks/teacher_dtype.py bfloat16 && .venv/bin/python benchmarks/teacher_dtype.py float32
+"""
+import csv, os, sys, tempfile, time
+from pathlib import Path
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import yaml, ray
+from ray import serve
+import teacher_bench as tb
+from raydspy.programs import banking77
+from raydspy.serving import deploy_serve_config, wait_for_teacher, SERVE_CONFIGS
+from raydspy.teacher import TeacherConfig
+dtype = sys.argv[1]
+work = Path(tempfile.mkdtemp())
+config = yaml.safe_load((SERVE_CONFIGS / "teacher-cpu.yaml").read_text())
+for llm in config["applications"][0]["args"]["llm_configs"]:
+    llm["engine_kwargs"]["dtype"] = dtype
+path = work / "t.yaml"; path.write_text(yaml.safe_dump(config))
+teacher = TeacherConfig(structured_outputs=True, temperature=1.0, max_tokens=192, cache=False)
+examples = list(csv.DictReader(open(banking77.write_sample(work / "in.csv", size=192, seed=7))))
+ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
+t0 = time.time(); deploy_serve_config(path); wait_for_teacher(teacher); print(f"{dtype}: ready in {time.time()-t0:.0f} s", flush=True)
+bodies = tb.formatted_requests(examples, teacher)
+warm = tb.limit(bodies[:128], teacher, 64); print(f"{dtype}: warm-up {warm.tokens_per_s:.1f} tok/s", flush=True)
+for r in range(2):
+    m = tb.limit(bodies, teacher, 64); print(f"{dtype}: round {r} {m.seconds:.1f} s {m.tokens_per_s:.1f} tok/s {m.requests_per_s:.2f} req/s", flush=True)
+serve.shutdown()
