@@ -1,8 +1,9 @@
-"""The CPU teacher's limit (async client, 64 in flight) when it serves in DTYPE instead of
-teacher-cpu.yaml's float32: a warm-up of 128 requests, then two counted rounds of 192.
+"""The CPU teacher's limit (async client, 64 in flight) when it serves in DTYPE, overriding
+teacher-cpu.yaml's cpu-native: a warm-up of 128 requests, then two counted rounds of 192.
 
-float32 is in the config because an AVX2-only machine emulated bf16 5x slower; on CPUs with
-AVX-512 BF16 or AMX bf16 may be the faster choice. Run it once per dtype, one after the other:
+It measures what cpu-native decides (raydspy.teacher_app.cpu_native_dtype): an AVX2-only machine
+emulated bf16 5x slower than float32; CPUs with AVX-512 BF16 or AMX ran bf16 faster.
+Run it once per dtype, one after the other:
 
     .venv/bin/python benchmarks/teacher_dtype.py bfloat16 && .venv/bin/python benchmarks/teacher_dtype.py float32
 """

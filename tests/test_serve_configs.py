@@ -138,3 +138,34 @@ def test_ensure_checkpoint_converts_once_into_a_loadable_chat_model(tmp_path):
     assert embedded.ensure_checkpoint(tmp_path) == path
     assert time.monotonic() - start < 1.0  # reused, not reconverted
     assert (path / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("flags, dtype", [
+    (["fpu", "avx2", "avx512f"], "float32"),          # AVX2/AVX-512 without bf16: vLLM emulates it
+    (["avx2", "avx512f", "avx512_bf16"], "bfloat16"),  # e.g. AMD EPYC Zen 4
+    (["avx512_bf16", "amx_bf16", "amx_tile"], "bfloat16"),  # e.g. Intel Sapphire Rapids
+    ([], "float32"),
+])
+def test_cpu_native_dtype_is_bf16_only_where_the_cpu_computes_it(flags, dtype):
+    from raydspy.teacher_app import cpu_native_dtype
+
+    assert cpu_native_dtype(flags) == dtype
+
+
+def test_cpu_configs_resolve_cpu_native_to_a_vllm_dtype(tmp_path, monkeypatch):
+    from raydspy import teacher_app
+
+    monkeypatch.setattr(teacher_app, "ensure_checkpoint", lambda cache_dir: cache_dir / "ckpt")
+    for name in ["teacher-cpu.yaml", "student-cpu.yaml"]:
+        configs = _load(name)["applications"][0]["args"]["llm_configs"]
+        assert all(c["engine_kwargs"]["dtype"] == teacher_app.CPU_NATIVE_DTYPE for c in configs)
+        out = teacher_app.resolve_llm_configs(configs, tmp_path, dtype="bfloat16")
+        assert [c["engine_kwargs"]["dtype"] for c in out] == ["bfloat16"] * len(configs)
+        assert configs[0]["engine_kwargs"]["dtype"] == teacher_app.CPU_NATIVE_DTYPE  # not mutated
+    # An LLMConfig object (as Ray's own builder accepts) is resolved the same way.
+    from ray.serve.llm import LLMConfig
+
+    (config,) = _llm_configs("teacher-cpu.yaml")
+    (out,) = teacher_app.resolve_llm_configs([config], tmp_path, dtype="float32")
+    assert out.engine_kwargs["dtype"] == "float32" and isinstance(out, LLMConfig)
+    assert out.model_loading_config.model_source == str(tmp_path / "ckpt")
