@@ -8,6 +8,8 @@ weights, float32, lr 1e-4, completion-only loss) in three modes at the same batc
     shared    `SharedPrefixSFTTrainer` (gradient checkpointing off, as it needs)
     prompts   the same without the shared prefix (P = 0): only the rows' prompts skip TRL's LM head,
               which on CPU scores every position (on CUDA it scores the loss positions only)
+    shared-amp  `shared` in mixed precision: float32 weights and optimizer, bf16 compute
+              (TrainingArguments bf16=True: torch.autocast on CPU), for CPUs with native bf16
 
 Each measurement is a fresh process (so its peak resident memory is its own), modes alternate
 round after round, and the first step of each is a warm-up left out of the timing. The rows are
@@ -36,7 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "data" / "banking77-rollouts.parquet"
-MODES = ("plain-gc", "plain", "shared", "prompts")
+MODES = ("plain-gc", "plain", "shared", "prompts", "shared-amp")
 _QUERY_START, _QUERY_END = "[[ ## text ## ]]\n", "\n\nRespond with"
 
 
@@ -79,14 +81,14 @@ def measure(mode: str, batch_size: int, steps: int) -> dict:
     dataset = prompt_completion(datasets.Dataset.from_list(sft_rows(batch_size * (steps + 1))))
     args = SFTConfig(output_dir=tempfile.mkdtemp(prefix="sft-bench-"), max_steps=steps + 1,
                      per_device_train_batch_size=batch_size, learning_rate=1e-4, max_length=1536,
-                     logging_steps=1, save_strategy="no", report_to="none", bf16=False, use_cpu=True,
+                     logging_steps=1, save_strategy="no", report_to="none", bf16=(mode == "shared-amp"), use_cpu=True,
                      seed=0, disable_tqdm=True, gradient_checkpointing=(mode == "plain-gc"))
     class PromptsOnly(SharedPrefixSFTTrainer):
         def _split(self, inputs):
             split = super()._split(inputs)
             return None if split is None else Split(0, split.prompt)
 
-    trainer_class = {"shared": SharedPrefixSFTTrainer, "prompts": PromptsOnly}.get(mode, SFTTrainer)
+    trainer_class = {"shared": SharedPrefixSFTTrainer, "shared-amp": SharedPrefixSFTTrainer, "prompts": PromptsOnly}.get(mode, SFTTrainer)
     trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 
     class Clock(TrainerCallback):
@@ -137,7 +139,7 @@ def main() -> None:
                 sys.exit(f"{mode} failed:\n{done.stderr[-3000:]}")
             r = json.loads(lines[-1][len("RESULT "):])
             results[mode].append(r)
-            print(f"round {round_ + 1} {mode:9s}: {r['s_per_step']:7.1f} s/step  {r['s_per_row']:6.2f} s/row  "
+            print(f"round {round_ + 1} {mode:10s}: {r['s_per_step']:7.1f} s/step  {r['s_per_row']:6.2f} s/row  "
                   f"peak RSS {r['peak_rss_gib']:.2f} GiB  losses {[round(x, 4) for x in r['losses']]}  "
                   f"shared prefix {r['shared_prefix_tokens']}", flush=True)
     print("\nmedian over rounds:")
@@ -145,7 +147,7 @@ def main() -> None:
     for mode, value in base.items():
         ratios = "  ".join(f"{value / base[other]:.2f}x of {other}" for other in base if other != mode)
         peak = max(r["peak_rss_gib"] for r in results[mode])
-        print(f"{mode:9s}: {value:6.2f} s/row   peak RSS {peak:.2f} GiB   {ratios}")
+        print(f"{mode:10s}: {value:6.2f} s/row   peak RSS {peak:.2f} GiB   {ratios}")
 
 
 if __name__ == "__main__":

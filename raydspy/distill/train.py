@@ -126,7 +126,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    # bf16 is mixed precision: TRL computes under bf16 autocast. Only a frozen LoRA base is loaded in
+    # bf16 (half the memory; peft keeps the adapters in float32). A fully trained model keeps float32
+    # weights for AdamW: its steps (lr x ~1 per weight) fall below bf16's 2^-8 relative resolution.
+    dtype = torch.bfloat16 if config.bf16 and config.lora is not None else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     scratch = tempfile.mkdtemp(prefix=f"raydspy-{config.name}-")
     common = dict(
