@@ -21,7 +21,7 @@ COMMANDS = ("export", "train", "evaluate")
 
 EXAMPLES = """\
 the CPU recipe (README, "Distillation"):
-  raydspy demo --examples 200 --n 4 --output rollouts/banking77-distill
+  raydspy demo --examples 1500 --n 2 --temperature 0.7 --max-text-chars 400 --output rollouts/banking77-distill
   raydspy export sft --rollouts rollouts/banking77-distill --output runs/banking77/datasets/sft
   raydspy train sft --config jobs/configs/sft-cpu.yaml --dataset runs/banking77/datasets/sft --copy-to runs/banking77/sft-model
   raydspy evaluate --student runs/banking77/sft-model --output runs/banking77/eval
@@ -62,6 +62,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--storage-path", default=None, help="where Ray Train writes the run (overrides the config)")
     train.add_argument("--name", default=None, help="run name (overrides the config)")
     train.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides the config)")
+    train.add_argument("--seed", type=int, default=None,
+                       help="seed of the data order and sampling (overrides the config); a second pass from a "
+                            "trained --model with another seed sees other rows first")
     train.add_argument("--copy-to", default=None, help="also copy the final model to this local folder")
     _common(train)
 
@@ -135,7 +138,7 @@ def _train(args, init_ray, console) -> int:
     from raydspy.distill.train import run_training
 
     config = TrainConfig.from_yaml(args.config, dataset=args.dataset, model=args.model, storage_path=args.storage_path,
-                                   name=args.name, max_steps=args.max_steps)
+                                   name=args.name, max_steps=args.max_steps, seed=args.seed)
     init_ray(args.ray_address, args.num_cpus)
     started = time.perf_counter()
     with TrainProgressBar(console, args.method) as bar:
