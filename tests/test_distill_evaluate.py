@@ -153,3 +153,16 @@ def test_prompt_optimisation_adds_the_models_own_right_answers_as_demos(tmp_path
 def test_prompt_optimisation_needs_training_queries(tmp_path):
     with pytest.raises(ValueError, match="trainset"):
         evaluate([Candidate("student", "m", "plain", "http://127.0.0.1:9/v1")], [], tmp_path, optimizer="bootstrap")
+
+
+def test_train_command_line_overrides_the_config_file():
+    from raydspy.cli import build_parser
+    from raydspy.distill.cli import train_config
+
+    config_path = str(REPO / "jobs" / "configs" / "grpo-cpu.yaml")
+    args = build_parser().parse_args(["train", "grpo", "--config", config_path, "--model", "runs/m",
+                                      "--seed", "1", "--max-steps", "3", "--name", "second-pass"])
+    config = train_config(args)
+    assert (config.model, config.seed, config.max_steps, config.name) == ("runs/m", 1, 3, "second-pass")
+    unchanged = train_config(build_parser().parse_args(["train", "grpo", "--config", config_path]))
+    assert unchanged == TrainConfig.from_yaml(config_path)

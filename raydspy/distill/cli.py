@@ -14,8 +14,12 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from raydspy.distill.config import TrainConfig
 
 COMMANDS = ("export", "train", "evaluate")
 
@@ -131,14 +135,24 @@ def _export(args, init_ray, console) -> int:
     return 0
 
 
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The config file of ``raydspy train`` with the command line's overrides applied.
+
+    Raises:
+        ConfigError: the file is missing or invalid, or an override makes it invalid.
+    """
+    from raydspy.distill.config import TrainConfig
+
+    return TrainConfig.from_yaml(args.config, dataset=args.dataset, model=args.model, storage_path=args.storage_path,
+                                 name=args.name, max_steps=args.max_steps, seed=args.seed)
+
+
 def _train(args, init_ray, console) -> int:
     import pyarrow.fs as pafs
 
-    from raydspy.distill.config import TrainConfig
     from raydspy.distill.train import run_training
 
-    config = TrainConfig.from_yaml(args.config, dataset=args.dataset, model=args.model, storage_path=args.storage_path,
-                                   name=args.name, max_steps=args.max_steps, seed=args.seed)
+    config = train_config(args)
     init_ray(args.ray_address, args.num_cpus)
     started = time.perf_counter()
     with TrainProgressBar(console, args.method) as bar:
