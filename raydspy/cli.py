@@ -280,8 +280,20 @@ def _teacher_up(args: argparse.Namespace) -> int:
     with console.status(f"deploying {config_path}"):
         names = deploy_serve_config(config_path)
     console.print(f"deployed {names}; serving until Ctrl-C")
-    while True:
-        time.sleep(3600)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        # Delete the apps so that each replica shuts its vLLM engine down. A replica killed
+        # instead (`ray stop --force` sends SIGKILL) leaves its engine process running, holding
+        # its memory and cores (vllm-project/vllm#55510).
+        with console.status(f"stopping {names} (Ctrl-C again to leave them up)"):
+            for name in names:
+                serve.delete(name)
+        console.print(f"stopped {names}")
+        return 0
 
 
 # -- helpers ----------------------------------------------------------------------------------
