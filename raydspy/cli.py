@@ -280,6 +280,7 @@ def _teacher_up(args: argparse.Namespace) -> int:
     with console.status(f"deploying {config_path}"):
         names = deploy_serve_config(config_path)
     console.print(f"deployed {names}; serving until Ctrl-C")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it the same way
     try:
         while True:
             time.sleep(3600)
