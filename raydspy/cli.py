@@ -61,6 +61,10 @@ def _teacher_args(parser: argparse.ArgumentParser) -> None:
                    help="bearer token (default: $RAYDSPY_TEACHER_API_KEY)")
     g.add_argument("--temperature", type=float, default=None, help="sampling temperature; > 0 for distinct rollouts (default 1.0)")
     g.add_argument("--max-tokens", type=int, default=None, help="completion tokens per LM call (default 256)")
+    g.add_argument("--seed", type=int, default=None,
+                   help="seed the rollouts: each one's requests carry a seed derived from its rollout id, so running "
+                        "the same job again samples the same completions (vLLM honours per-request seeds; "
+                        "default: unseeded)")
     g.add_argument("--structured-outputs", action=argparse.BooleanOptionalAction, default=None,
                    help="send each signature's JSON schema so the server enforces it (vLLM structured outputs); "
                         "every completion then parses, even from a small teacher")
@@ -329,6 +333,7 @@ def _teacher(args: argparse.Namespace, settings: dict) -> TeacherConfig:
         api_key=args.api_key,
         temperature=pick("temperature", 1.0),
         max_tokens=pick("max_tokens", 256),
+        seed=pick("seed", None),
         structured_outputs=pick("structured_outputs", False),
         max_text_chars=pick("max_text_chars", None),
         timeout_s=args.request_timeout,

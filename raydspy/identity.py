@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import dspy
 
-__all__ = ["canonical_json", "example_id", "program_hash", "rollout_id"]
+__all__ = ["canonical_json", "example_id", "program_hash", "rollout_id", "rollout_seed"]
 
 
 def canonical_json(value: Any) -> str:
@@ -82,3 +82,20 @@ def rollout_id(
         32 hex digits.
     """
     return _digest([program_hash, example_id, rollout_index, teacher, dict(sampling)], 32)
+
+
+def rollout_seed(rollout_id_: str) -> int:
+    """The sampling seed of one rollout when the run is seeded: the first 31 bits of its id.
+
+    The id already hashes the run's base seed (it is part of ``sampling``), the program, the
+    example and the rollout index, so every rollout of a seeded run gets its own seed, and the
+    same rollout gets the same seed in every run of the same job: a teacher that honours OpenAI's
+    ``seed`` (vLLM does, per request) then samples the same completion again, up to numerics.
+
+    Args:
+        rollout_id_: from `rollout_id` (hex digits).
+
+    Returns:
+        An int in ``[0, 2**31)``, within every server's range for ``seed``.
+    """
+    return int(rollout_id_[:8], 16) >> 1

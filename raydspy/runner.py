@@ -7,7 +7,8 @@ So a rollout means the same thing, and has the same row, whoever ran it.
 Per rollout the runner:
 1. calls a private copy of the teacher LM, ``lm.copy(rollout_id=i, **sampling)``: with DSPy's
    cache on, each rollout index is its own cache key, so n rollouts are n real samples (and a
-   re-run of the same rollout is a cache hit, not a second bill);
+   re-run of the same rollout is a cache hit, not a second bill); when ``sampling`` has a
+   ``seed``, the copy sends the rollout's own seed instead (`raydspy.identity.rollout_seed`);
 2. attaches a `TraceRecorder` to that LM copy and to a copy of the adapter, both handed to the
    program through ``dspy.context`` (thread-local), so no other rollout's calls reach the trace;
 3. runs the program; an exception (a parse failure, an HTTP error, a bug in the program) becomes
@@ -31,7 +32,7 @@ import dspy
 
 from raydspy.dry_run import DryRunHalt, DryRunLM
 from raydspy.errors import ConfigError, InputError
-from raydspy.identity import example_id, program_hash, rollout_id
+from raydspy.identity import example_id, program_hash, rollout_id, rollout_seed
 from raydspy.retries import is_transient_lm_error
 from raydspy.rewards import RewardSet
 from raydspy.rollouts import RolloutRecord
@@ -170,7 +171,8 @@ class RolloutRunner:
         adapter: the adapter for every predictor; None keeps DSPy's configured one (ChatAdapter).
         rewards: a `RewardSet`, one reward function, or ``{name: function}``.
         sampling: request parameters for every LM call (``temperature``, ``max_tokens``, ...);
-            part of each rollout id.
+            part of each rollout id. A ``seed`` in it seeds the run: each rollout's calls send
+            ``seed=rollout_seed(rollout_id)``, so a rollout sampled again samples the same.
         id_field: the examples' id column, if any (else ids hash the example's content).
         dry_run: format prompts only; never call an LM (see `raydspy.dry_run`).
 
@@ -219,8 +221,9 @@ class RolloutRunner:
         example = dict(example)
         ex_id = example_id_ or example_id(example, self.id_field)
         failure: Exception | None = None
+        rollout_id_ = rollout_id_ or self.rollout_id(ex_id, rollout_index)
         recorder = TraceRecorder(self._names)
-        lm = recorder.attach(self._rollout_lm(rollout_index))  # the rollout's own copy
+        lm = recorder.attach(self._rollout_lm(rollout_index, rollout_id_))  # the rollout's own copy
         adapter = copy.copy(self.adapter or dspy.settings.adapter or dspy.ChatAdapter())
         recorder.watch_parse(adapter)
         prediction, outputs, error = None, None, None
@@ -237,7 +240,7 @@ class RolloutRunner:
             self._report_unreached(recorder)
         scored = self.rewards.score(example, outputs, recorder.calls) if not self.dry_run else None
         record = RolloutRecord(
-            rollout_id=rollout_id_ or self.rollout_id(ex_id, rollout_index),
+            rollout_id=rollout_id_,
             example_id=ex_id,
             rollout_index=rollout_index,
             inputs=example,
@@ -270,13 +273,16 @@ class RolloutRunner:
         lm = self.lm or dspy.settings.lm
         return getattr(lm, "model", None) or "unknown"
 
-    def _rollout_lm(self, rollout_index: int) -> dspy.BaseLM:
+    def _rollout_lm(self, rollout_index: int, rollout_id_: str) -> dspy.BaseLM:
         if self._dry_lm is not None:
             return self._dry_lm.copy()
         base = self.lm or dspy.settings.lm
         if base is None:
             raise ConfigError("no LM: pass `lm=` or call dspy.configure(lm=...) before collecting")
-        return base.copy(rollout_id=rollout_index, **self.sampling)
+        kwargs = dict(self.sampling)
+        if kwargs.get("seed") is not None:  # the run's seed names the run; each rollout sends its own
+            kwargs["seed"] = rollout_seed(rollout_id_)
+        return base.copy(rollout_id=rollout_index, **kwargs)
 
     # -- many rollouts ---------------------------------------------------------------------
 
@@ -337,7 +343,7 @@ class RolloutRunner:
         if not jobs:
             return []
         if not self.dry_run:
-            self._rollout_lm(0)  # fail now, not once per rollout, when no LM is configured
+            self._rollout_lm(0, jobs[0].rollout_id)  # fail now, not once per rollout, when no LM is configured
             self._warn_identical_samples(n)
 
         def work(job: RolloutJob) -> RolloutResult:

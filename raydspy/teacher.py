@@ -33,6 +33,13 @@ class TeacherConfig(BaseModel):
     api_key: str = Field("not-needed", description="Bearer token; vLLM needs none unless started with --api-key.")
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature; > 0 for distinct rollouts.")
     max_tokens: int = Field(256, ge=1, description="Completion tokens per LM call.")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="Seed the run: each rollout's requests carry a seed of their own, derived from the rollout id "
+        "(`raydspy.identity.rollout_seed`), so a rollout sampled again (a rerun, a resumed run with the cache off) "
+        "samples the same completion from a teacher that honours OpenAI's `seed`, as vLLM does. None: unseeded.",
+    )
     structured_outputs: bool = Field(
         False,
         description="Send each signature's JSON schema as response_format (vLLM structured outputs), "
@@ -65,8 +72,12 @@ class TeacherConfig(BaseModel):
 
     @property
     def sampling(self) -> dict[str, Any]:
-        """Request parameters that change the samples; part of every rollout id."""
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        """Request parameters that change the samples; part of every rollout id (``seed`` only when
+        set, so the ids of unseeded runs are those of earlier versions)."""
+        sampling = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.seed is not None:
+            sampling["seed"] = self.seed
+        return sampling
 
     def lm(self) -> RetryingLM:
         """A ``dspy.LM`` for this teacher (OpenAI-compatible client) that retries under ``retry``."""

@@ -79,7 +79,7 @@ class MlflowRun:
             "dry_run": c.dry_run, "num_actors": c.num_actors, "threads_per_actor": c.threads_per_actor,
             "batch_size": c.batch_size, "max_error_rate": c.max_error_rate,
             "teacher_model": t.model, "teacher_url": t.base_url, "temperature": t.temperature,
-            "max_tokens": t.max_tokens, "structured_outputs": t.structured_outputs,
+            "max_tokens": t.max_tokens, "seed": t.seed, "structured_outputs": t.structured_outputs,
         }
 
     def __enter__(self) -> "MlflowRun":

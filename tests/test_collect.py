@@ -12,6 +12,7 @@ from dspy.utils import DummyLM
 
 from fake_openai import FakeOpenAI
 from raydspy import Collect, InputError
+from raydspy.identity import rollout_seed
 from raydspy.rollouts import ROLLOUT_SCHEMA
 
 EXAMPLES = [{"question": "2+2?", "gold": "4"}, {"question": "3+3?", "gold": "6"}]
@@ -125,6 +126,28 @@ def test_n_samples_are_distinct_calls_with_the_cache_on(tmp_path):
         again = [p.answer for p in collect.collect(example, n=4)]
         assert again == first and len(server.requests) == 4
         assert all(r.trace[0].cached and r.trace[0].completion_tokens is None for r in collect.last_records)
+
+
+def test_a_seeded_run_sends_each_rollout_its_own_seed_and_the_same_one_again(tmp_path):
+    with FakeOpenAI({"answer": "sample-"}) as server:
+        lm = dspy.LM("openai/fake-model", api_base=server.url, api_key="x", cache=False)
+
+        def seeds_sent(sampling: dict) -> list:
+            before = len(server.requests)
+            collect = Collect(dspy.Predict("question -> answer"), str(tmp_path), num_threads=2, lm=lm,
+                              sampling={"temperature": 1.0, **sampling})
+            collect.collect([{"question": "q1"}, {"question": "q2"}], n=3)
+            ids = [r.rollout_id for r in collect.last_records]
+            by_question = {(r["messages"][-1]["content"], r.get("seed")) for r in server.requests[before:]}
+            return ids, sorted(seed for _, seed in by_question if seed is not None), len(by_question)
+
+        ids, seeds, calls = seeds_sent({"seed": 7})
+        assert calls == 6 and len(set(seeds)) == 6 and all(0 <= s < 2**31 for s in seeds)
+        assert seeds == sorted(rollout_seed(i) for i in ids)  # derived from the rollout ids
+        assert seeds_sent({"seed": 7})[1] == seeds  # the same job again: the same seeds
+        other_ids, other, _ = seeds_sent({"seed": 8})
+        assert set(other).isdisjoint(seeds) and set(other_ids).isdisjoint(ids)  # another run seed
+        assert seeds_sent({})[1] == []  # unseeded: no seed sent
 
 
 def test_examples_may_be_dspy_examples_or_one_dict(tmp_path):

@@ -14,6 +14,7 @@ import ray.data
 from fake_openai import FakeOpenAI
 from fault_proxy import FaultProxy
 from raydspy import InputError
+from raydspy.identity import rollout_seed
 from raydspy.commits import commit_rollouts, committed_files, read_committed
 from raydspy.pipeline import INVALID_DIR, PipelineConfig, run_pipeline
 from raydspy.retries import RetryPolicy
@@ -100,6 +101,17 @@ def test_resume_runs_only_the_missing_rollouts(ray_local, tmp_path):
     assert len(rows) == 24 and len({r["rollout_id"] for r in rows}) == 24
     assert sorted((r["inputs"], r["rollout_index"]) for r in rows) == sorted(
         (json.dumps({"question": f"question {i}?"}), k) for i in range(12) for k in range(2))
+
+
+def test_a_seeded_run_sends_each_rollout_its_own_seed_from_the_workers(ray_local, tmp_path):
+    # The seed travels in TeacherConfig to every Collect actor; each request must carry the seed
+    # of the rollout it belongs to, so a rerun (or another client given the ids) samples the same.
+    out = str(tmp_path / "out")
+    with FakeOpenAI({"answer": "a"}) as server:
+        config = PipelineConfig(input_uri=str(_questions(tmp_path / "q.jsonl", 4)), output_uri=out, n=2)
+        run_pipeline(QA(), _teacher(server.url, seed=3), config)
+        sent = sorted(r["seed"] for r in server.requests)
+    assert sent == sorted(rollout_seed(r["rollout_id"]) for r in _rows(out)) and len(set(sent)) == 8
 
 
 def test_unreachable_teacher_defers_rollouts_and_a_rerun_does_them(ray_local, tmp_path):
