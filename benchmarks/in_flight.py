@@ -20,21 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 import teacher_bench as tb
-
-
-def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """``{pid: (command line, user + system CPU seconds)}`` of every process we may read."""
-    found = {}
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            times = process.cpu_times()
-            found[process.pid] = (" ".join(process.info["cmdline"] or [])[:60] or process.name(), times.user + times.system)
-        except psutil.Error:
-            pass
-    return found
+from teacher_bench import cpu_seconds
 
 
 def cpu_used(before: dict, after: dict, top: int = 8) -> list[tuple[float, str]]:

@@ -39,6 +39,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy  # noqa: E402
 import httpx  # noqa: E402
+import psutil  # noqa: E402
 
 from raydspy.adapters import response_format_for  # noqa: E402
 from raydspy.identity import rollout_seed  # noqa: E402
@@ -51,6 +52,46 @@ PROGRAM = "raydspy.programs.banking77:program"
 REWARDS = "raydspy.programs.banking77:rewards"
 
 
+# The teacher's processes: vLLM's engine, the Serve replica that tokenizes and streams for it,
+# Serve's HTTP proxy and controller. Every other busy CPU-second on the machine is the clients'
+# (their processes, and Ray's daemons working for them).
+TEACHER_PROCESSES = ("EngineCore", "ServeReplica", "ProxyActor", "ServeController")
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """``{pid: (command line, user + system CPU seconds)}`` of every process we may read."""
+    found = {}
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            times = process.cpu_times()
+            found[process.pid] = (" ".join(process.info["cmdline"] or [])[:60] or process.name(), times.user + times.system)
+        except psutil.Error:
+            pass
+    return found
+
+
+class CpuSplit:
+    """Busy CPU-seconds of the whole machine during a block, split into the teacher's processes
+    (`TEACHER_PROCESSES`: they live through every contender) and the rest, which is what the
+    contender cost, processes that came and went during the block included."""
+
+    def __enter__(self) -> "CpuSplit":
+        self._machine, self._procs = psutil.cpu_times(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        after, machine = cpu_seconds(), psutil.cpu_times()
+        teacher = [pid for pid, (name, _) in after.items() if any(t in name for t in TEACHER_PROCESSES)]
+        self.teacher_cpu_s = sum(after[pid][1] - self._procs.get(pid, ("", 0.0))[1] for pid in teacher)
+        # user / nice (user time of processes at nice > 0: Ray's workers) / system, machine-wide
+        self.machine_s = {k: round(getattr(machine, k) - getattr(self._machine, k), 1) for k in ("user", "nice", "system")}
+        self.client_cpu_s = self._busy(machine) - self._busy(self._machine) - self.teacher_cpu_s
+
+    @staticmethod
+    def _busy(t) -> float:
+        return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
+
+
 @dataclass
 class Measure:
     name: str
@@ -58,6 +99,9 @@ class Measure:
     seconds: float
     completion_tokens: int
     active_s: float | None = None  # pipelines: first request sent -> last rollout done (no start-up)
+    teacher_cpu_s: float | None = None  # CPU-seconds of the teacher's processes during the run
+    client_cpu_s: float | None = None  # every other busy CPU-second of the machine during the run
+    machine_cpu_s: dict | None = None  # the machine's user / nice / system CPU-seconds during the run
 
     @property
     def tokens_per_s(self) -> float:
@@ -289,11 +333,15 @@ def main() -> None:
                                            threads_per_actor=8)
                       for k in (1, 2, 4, 8)]
         for step in steps:
-            measure = step()
+            with CpuSplit() as cpu:
+                measure = step()
+            measure.teacher_cpu_s, measure.client_cpu_s = round(cpu.teacher_cpu_s, 1), round(cpu.client_cpu_s, 1)
+            measure.machine_cpu_s = cpu.machine_s
             results.append(measure)
             active = f"  (active {measure.active_s:.1f} s)" if measure.active_s else ""
             print(f"{measure.name:16s} {measure.requests:4d} req  {measure.seconds:7.1f} s  "
-                  f"{measure.tokens_per_s:7.1f} tok/s  {measure.requests_per_s:6.2f} req/s{active}", flush=True)
+                  f"{measure.tokens_per_s:7.1f} tok/s  {measure.requests_per_s:6.2f} req/s  CPU-s teacher "
+                  f"{cpu.teacher_cpu_s:6.1f} clients {cpu.client_cpu_s:5.1f}{active}", flush=True)
         serve.shutdown()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summarize(results, args.requests, teacher), indent=2))

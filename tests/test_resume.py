@@ -14,8 +14,8 @@ import ray.data
 from fake_openai import FakeOpenAI
 from fault_proxy import FaultProxy
 from raydspy import InputError
-from raydspy.identity import rollout_seed
 from raydspy.commits import commit_rollouts, committed_files, read_committed
+from raydspy.identity import rollout_seed
 from raydspy.pipeline import INVALID_DIR, PipelineConfig, run_pipeline
 from raydspy.retries import RetryPolicy
 from raydspy.rollouts import RolloutRecord, records_to_table
