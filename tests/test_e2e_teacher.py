@@ -58,6 +58,24 @@ def test_banking77_rollouts_from_the_vllm_teacher(teacher, sample_csv, tmp_path)
     assert sum(len(c) == 2 for c in by_example.values()) >= 15
 
 
+def test_a_seeded_run_samples_the_same_completions_again(teacher, sample_csv, tmp_path):
+    # Every request carries its rollout's own seed; vLLM samples with a generator per request, so
+    # the same job run twice (DSPy's cache off: both runs reach the teacher) samples the same, up
+    # to the numerics of batching on the CPU. Unseeded, two runs at temperature 1 share almost none.
+    def completions(name: str, **update) -> dict[str, str]:
+        config = PipelineConfig(input_uri=str(sample_csv), output_uri=str(tmp_path / name), n=1, limit=8)
+        summary = run_pipeline(PROGRAM, teacher.model_copy(update={"cache": False, **update}), config)
+        # Only parse errors may happen (a completion cut at max_tokens): no failed request.
+        assert summary.rows == 8 and set(summary.errors_by_type) <= {"AdapterParseError"}, summary.as_dict()
+        return {r["example_id"]: r["trace"][0]["completion"] for r in pq.read_table(tmp_path / name).to_pylist()}
+
+    first, again = completions("seeded-1", seed=11), completions("seeded-2", seed=11)
+    unseeded = completions("unseeded")
+    same = sum(first[k] == again[k] for k in first)
+    assert same >= 6, (same, first, again)
+    assert sum(first[k] == unseeded[k] for k in first) < same
+
+
 def test_unparseable_completions_are_error_rows_and_the_run_goes_on(teacher, sample_csv, tmp_path):
     # Without structured outputs the 135M teacher rarely follows ChatAdapter's format.
     plain = teacher.model_copy(update={"structured_outputs": False, "max_tokens": 96})

@@ -85,6 +85,14 @@ def test_structured_teachers_answer_in_compact_json(name):
         assert parsed.backend == "xgrammar" and parsed.disable_any_whitespace
 
 
+@pytest.mark.parametrize("name", ["teacher-cpu.yaml", "student-cpu.yaml"])
+def test_cpu_engines_prefill_whole_prompts_so_seeded_requests_are_safe(name):
+    # vLLM 0.32's CPU runner dies on a seeded request prefilled in chunks (it rewinds a CPU
+    # torch.Generator's offset); tests/test_e2e_teacher.py sends seeded requests to the teacher.
+    for config in _llm_configs(name):
+        assert config.engine_kwargs["enable_chunked_prefill"] is False
+
+
 def test_resolve_model_source_leaves_other_sources_untouched(tmp_path):
     for source in ["meta-llama/Llama-3.1-70B-Instruct", "/models/student", "s3://b/ckpt"]:
         assert embedded.resolve_model_source(source, tmp_path) == source
