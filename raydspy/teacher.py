@@ -38,7 +38,9 @@ class TeacherConfig(BaseModel):
         ge=0,
         description="Seed the run: each rollout's requests carry a seed of their own, derived from the rollout id "
         "(`raydspy.identity.rollout_seed`), so a rollout sampled again (a rerun, a resumed run with the cache off) "
-        "samples the same completion from a teacher that honours OpenAI's `seed`, as vLLM does. None: unseeded.",
+        "draws the same random numbers from a teacher that honours OpenAI's `seed`, as vLLM does; the completion "
+        "is the same as far as the teacher's logits are bit-stable (README, \"Resume, retries and faults\"). "
+        "None: unseeded.",
     )
     structured_outputs: bool = Field(
         False,
