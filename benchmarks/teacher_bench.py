@@ -52,10 +52,10 @@ PROGRAM = "raydspy.programs.banking77:program"
 REWARDS = "raydspy.programs.banking77:rewards"
 
 
-# The teacher's processes: vLLM's engine, the Serve replica that tokenizes and streams for it,
-# Serve's HTTP proxy and controller. Every other busy CPU-second on the machine is the clients'
-# (their processes, and Ray's daemons working for them).
-TEACHER_PROCESSES = ("EngineCore", "ServeReplica", "ProxyActor", "ServeController")
+# The teacher's processes: vLLM's engine core and its model worker ("VLLM::..."), the Serve
+# replicas that tokenize and route for them, Serve's HTTP proxy and controller. Every other busy
+# CPU-second on the machine is the clients' (their processes, and Ray's daemons working for them).
+TEACHER_PROCESSES = ("VLLM::", "ServeReplica", "ProxyActor", "ServeController")
 
 
 def cpu_seconds() -> dict[int, tuple[str, float]]:
