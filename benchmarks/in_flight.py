@@ -17,6 +17,7 @@ import argparse
 import csv
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,36 @@ def cpu_used(before: dict, after: dict, top: int = 8) -> list[tuple[float, str]]
     """The ``top`` processes by CPU seconds used between two `cpu_seconds` snapshots."""
     used = sorted(((t - before.get(pid, (name, 0.0))[1], name.strip()) for pid, (name, t) in after.items()), reverse=True)
     return [(round(seconds, 1), name) for seconds, name in used[:top]]
+
+
+class CpuSampler(threading.Thread):
+    """`cpu_seconds` every ``every_s`` seconds while running, so that processes which exit before
+    the end (a pipeline's actors) still count, and CPU can be split at any moment (start-up / active)."""
+
+    def __init__(self, every_s: float = 0.5):
+        super().__init__(daemon=True)
+        self.every_s, self.samples, self._done = every_s, [(time.time(), cpu_seconds())], threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.every_s):
+            self.samples.append((time.time(), cpu_seconds()))
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+        self.samples.append((time.time(), cpu_seconds()))
+
+    def used(self, start: float = 0.0, end: float = float("inf"), top: int = 12) -> list[tuple[float, str]]:
+        """The ``top`` processes by CPU seconds used from ``start`` to ``end`` (epoch seconds; the
+        nearest samples), a process first seen later counting from zero."""
+        window = [snap for t, snap in self.samples if start - self.every_s <= t <= end + self.every_s]
+        first, last = {}, {}
+        for snap in window:
+            for pid, (name, cpu) in snap.items():
+                first.setdefault(pid, (name, cpu if snap is window[0] else 0.0))
+                last[pid] = (name, cpu)
+        used = sorted(((cpu - first[pid][1], name.strip()) for pid, (name, cpu) in last.items()), reverse=True)
+        return [(round(seconds, 1), name) for seconds, name in used[:top] if seconds >= 0.05]
 
 
 def in_flight(rollouts: str, every_s: float = 2.0) -> tuple[list[int], list[float]]:
@@ -63,7 +94,7 @@ def main() -> None:
     deploy_serve_config(SERVE_CONFIGS / "teacher-cpu.yaml")
     wait_for_teacher(teacher)
     bodies = tb.formatted_requests(examples, teacher)
-    tb.limit(bodies[:32], teacher, 32)  # warm-up
+    tb.limit(bodies, teacher, 64)  # warm-up: a whole pass (teacher_bench.py says why)
     for round_ in range(1, args.rounds + 1):
         before = cpu_seconds()
         measure = tb.limit(bodies, teacher, 64)
@@ -71,11 +102,16 @@ def main() -> None:
         print("  CPU s:", cpu_used(before, cpu_seconds()))
         out = str(work / f"rollouts-{round_}")
         config = PipelineConfig(input_uri=input_csv, output_uri=out, n=1, max_error_rate=1.0)
-        before, started = cpu_seconds(), time.perf_counter()
+        sampler, started = CpuSampler(), time.perf_counter()
+        sampler.start()
         summary = run_pipeline(tb.PROGRAM, teacher, config, rewards=tb.REWARDS)
         seconds = time.perf_counter() - started
-        print(f"round {round_} pipeline: {seconds:.1f} s, {summary.completion_tokens / seconds:.1f} tok/s")
-        print("  CPU s:", cpu_used(before, cpu_seconds()))
+        sampler.stop()
+        first_request = min(s for s, _ in tb.call_windows(out))
+        print(f"round {round_} pipeline: {seconds:.1f} s, {summary.completion_tokens / seconds:.1f} tok/s, "
+              f"first request {first_request - sampler.samples[0][0]:.1f} s after the start")
+        print("  CPU s, start-up:", sampler.used(end=first_request))
+        print("  CPU s, from the first request:", sampler.used(start=first_request))
         profile, commits = in_flight(out)
         print("  in flight every 2 s:", " ".join(map(str, profile)))
         print("  part files committed at (s after the first request):", commits, flush=True)

@@ -55,7 +55,7 @@ REWARDS = "raydspy.programs.banking77:rewards"
 # The teacher's processes: vLLM's engine core and its model worker ("VLLM::..."), the Serve
 # replicas that tokenize and route for them, Serve's HTTP proxy and controller. Every other busy
 # CPU-second on the machine is the clients' (their processes, and Ray's daemons working for them).
-TEACHER_PROCESSES = ("VLLM::", "ServeReplica", "ProxyActor", "ServeController")
+TEACHER_PROCESSES = ("VLLM::", "ServeReplica", "SERVE_REPLICA", "ProxyActor", "ServeController")
 
 
 def cpu_seconds() -> dict[int, tuple[str, float]]:
