@@ -171,6 +171,38 @@ def limit(bodies: list[dict], teacher: TeacherConfig, concurrency: int) -> Measu
     return asyncio.run(_limit(bodies, teacher.base_url, concurrency))
 
 
+def _burn(cores: float, nice: int, stop) -> None:
+    """Keep ``cores`` of one core busy at niceness ``nice`` until ``stop`` is set: 5 ms of work,
+    then the sleep that makes the duty cycle, like a client's short bursts between waits."""
+    os.nice(nice)
+    burst = 0.005
+    while not stop.is_set():
+        end = time.thread_time() + burst
+        while time.thread_time() < end:
+            pass
+        time.sleep(burst * (1 - cores) / cores)
+
+
+def limit_beside_burners(bodies: list[dict], teacher: TeacherConfig, concurrency: int, burners: list[tuple[float, int]]) -> Measure:
+    """The limit with CPU burners beside it: the control for "the pipeline loses what its clients'
+    CPU takes from the engine". ``burners``: (cores, niceness) each, e.g. the pipeline's extra CPU
+    over the limit's, measured per process by in_flight.py, split by the niceness it ran at."""
+    import multiprocessing
+
+    stop = multiprocessing.Event()
+    procs = [multiprocessing.Process(target=_burn, args=(cores, nice, stop), daemon=True) for cores, nice in burners]
+    for p in procs:
+        p.start()
+    try:
+        measure = limit(bodies, teacher, concurrency)
+    finally:
+        stop.set()
+        for p in procs:
+            p.join()
+    measure.name = f"limit-{concurrency}+burn"
+    return measure
+
+
 def pipeline(input_csv: str, teacher: TeacherConfig, count: int, name: str = "pipeline", **layout) -> Measure:
     """The pipeline with its default layout (``PipelineConfig``: actors, threads, batch size), or ``layout``."""
     with tempfile.TemporaryDirectory() as out:
@@ -281,6 +313,9 @@ def main() -> None:
                              "its rollout sends in the pipeline, so all sample the same completions and the token "
                              "counts compare (unseeded, the pipeline's 576 completions came to 5 %% fewer tokens than "
                              "the limit's); 'none': unseeded (default: %(default)s)")
+    parser.add_argument("--control-burn", default=None, metavar="CORES@NICE,...",
+                        help="after each round, the limit again beside CPU burners, e.g. 0.055@0,0.055@15: the "
+                             "control that tests whether the pipeline's gap is the CPU its clients take")
     parser.add_argument("--skip-scaling", action="store_true", help="leave out the 1/2/4/8-actor runs")
     parser.add_argument("--scaling-only", action="store_true",
                         help="only the limit (64 in flight) and the 1/2/4/8-actor runs")
@@ -323,6 +358,9 @@ def main() -> None:
             steps = [] if args.pairs_only else [lambda: limit(bodies, teacher, 128)]
             for _ in range(args.rounds):
                 steps += [lambda: limit(bodies, teacher, 64), lambda: pipeline(input_csv, teacher, args.requests, name, **layout)]
+                if args.control_burn:
+                    burners = [(float(c), int(n)) for c, n in (b.split("@") for b in args.control_burn.split(","))]
+                    steps.append(lambda: limit_beside_burners(bodies, teacher, 64, burners))
             if not args.pairs_only:
                 steps += [
                     lambda: parallel(examples, teacher, 8), lambda: parallel(examples, teacher, 64),
