@@ -91,6 +91,19 @@ def test_settings_from_yaml_file_and_environment(space, tmp_path, monkeypatch):
     assert (settings.max_n, settings.max_actors) == (5, 2)  # the file over the environment, args over both
 
 
+def test_the_runs_teacher_fields_reach_its_teacher_config(space):
+    from raydspy.service.schemas import RunRequest
+    from raydspy.service.worker import _configs
+    from raydspy.storage import StorageOptions
+
+    teacher = {"base_url": "http://teacher:8000/v1", "model": "m", "temperature": 0.7, "max_tokens": 64,
+               "structured_outputs": True, "max_text_chars": 400, "seed": 5}
+    record = RunRecord(id="run-1", request=RunRequest(**_run(space, "seeded", teacher=teacher)))
+    config, _ = _configs(record, StorageOptions())
+    assert {k: getattr(config, k) for k in teacher} == teacher
+    assert config.sampling["seed"] == 5  # part of every rollout id, and each rollout's own seed
+
+
 def test_bearer_token_is_required(client):
     assert client.get("/v1/runs").status_code == 401
     assert client.get("/v1/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401

@@ -26,6 +26,8 @@ class TeacherSpec(BaseModel):
     structured_outputs: bool = Field(False, description="Send each signature's JSON schema (vLLM structured outputs).")
     max_text_chars: int | None = Field(None, ge=1, description="With structured outputs: bound each free-text "
                                        "output field to this many characters.")
+    seed: int | None = Field(None, ge=0, description="Seed the rollouts: each one's requests carry a seed derived "
+                             "from its rollout id, so the same run again draws the same samples (TeacherConfig.seed).")
 
 
 class RunRequest(BaseModel):

@@ -43,7 +43,7 @@ def _configs(record: RunRecord, storage: StorageOptions) -> tuple[TeacherConfig,
     teacher = TeacherConfig(
         base_url=req.teacher.base_url, model=req.teacher.model, temperature=req.teacher.temperature,
         max_tokens=req.teacher.max_tokens, structured_outputs=req.teacher.structured_outputs,
-        max_text_chars=req.teacher.max_text_chars,
+        max_text_chars=req.teacher.max_text_chars, seed=req.teacher.seed,
     )
     config = PipelineConfig(
         input_uri=req.input_uri, output_uri=req.output_uri, n=req.n, num_actors=req.actors,
