@@ -1,7 +1,7 @@
 """The PNG chart of BENCHMARKS.md: generated tokens/s of each contender against the teacher's limit
 (from teacher_bench.py's JSON), with the limit drawn as a line.
 
-    .venv/bin/python benchmarks/chart.py [benchmarks/results/teacher.json] [--out benchmarks/results/teacher.png]
+    .venv/bin/python benchmarks/chart.py [benchmarks/results/teacher-576.json] [--out benchmarks/results/teacher.png]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("results", nargs="?", default="benchmarks/results/teacher.json")
+    parser.add_argument("results", nargs="?", default="benchmarks/results/teacher-576.json")
     parser.add_argument("--out", default="benchmarks/results/teacher.png")
     args = parser.parse_args()
 
@@ -42,7 +42,8 @@ def main() -> None:
     ax.set_title(f"banking77 on the embedded teacher (vLLM CPU, Ray Serve), {data['requests']} requests each, "
                  f"{data['date']}\nlabels: ratio to the limit; grey: direct async client, blue: raydspy, orange: peers",
                  fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, max(values + [limit]) * 1.3)  # head room: the legend sits above the bars
+    ax.legend(fontsize=8, loc="upper right")
     plt.xticks(rotation=30, ha="right", fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
