@@ -1,8 +1,8 @@
 """`ray job submit` entry point for the evaluation: teacher, base student and trained students on
-banking77's test split (accuracy, format compliance; Markdown table and PNG); takes the flags of
-`raydspy evaluate`.
+a task's held-out examples (each reward, format compliance; Markdown, JSON and PNG); takes the
+flags of `raydspy evaluate`.
 
-    python jobs/evaluate.py --student runs/banking77/sft-model --output runs/banking77/eval
+    python jobs/evaluate.py --task orders --student runs/orders/sft-model
 """
 
 import sys

@@ -27,6 +27,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from rich.console import Console  # noqa: E402
 from rich.table import Table
 
+from raydspy.cli_common import add_task_args, task_from_args
 from raydspy.distill import cli as distill_cli
 from raydspy.errors import RaydspyError
 from raydspy.progress import RunProgressBar
@@ -45,8 +46,9 @@ examples:
   raydspy collect --program myproj.programs:qa --input data/train.jsonl --output s3://bucket/run1 \\
       --n 4 --rewards myproj.rewards:all --teacher-url http://teacher:8000/v1 --teacher-model llama-70b
 
-  # the banking77 preset against a running teacher; a dry run formats prompts and calls no LM
-  raydspy collect --preset banking77 --output rollouts/ --dry-run
+  # a task names program, rewards and data once for every step (a YAML file, or a preset:
+  # banking77, orders); a dry run formats prompts and calls no LM
+  raydspy collect --task orders --output rollouts/orders --dry-run
 
   # crashed, Ctrl-C'd, or stopped by --max-error-rate? the same command again does only the
   # rollouts the output lacks (exit 0: complete; 3: rollouts missing; 130: interrupted)
@@ -130,11 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    collect.add_argument("--preset", choices=["banking77"], help="fill program, rewards, input and sampling from a preset")
-    collect.add_argument("--program", help="MODULE:ATTR of a dspy.Module, or of a function returning one")
-    collect.add_argument("--input", help="examples: CSV, JSONL or Parquet file or folder (local, s3://, gs://)")
+    add_task_args(collect)
+    collect.add_argument("--input", help="examples: CSV, JSONL or Parquet file or folder (local, s3://, gs://); "
+                         "default: the task's input")
     collect.add_argument("--output", required=True, help="folder or prefix for the rollout Parquet files")
-    collect.add_argument("--rewards", help="MODULE:ATTR of reward_fn(inputs, outputs) -> float, or of {name: fn}")
     collect.add_argument("--mlflow", action="store_true",
                          help="log the run to MLflow: parameters, summary metrics, the DSPy program "
                               "(mlflow.dspy.log_model) and the rollouts URI (needs the `service` extra)")
@@ -146,16 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="end to end on this machine: start the embedded teacher on Ray Serve, collect banking77 rollouts",
+        help="end to end on this machine: start the embedded teacher on Ray Serve, collect a task's rollouts",
         description="Start a local Ray, deploy the embedded SmolLM2-135M teacher with vLLM on Ray Serve "
-        "(serve_configs/teacher-cpu.yaml), collect banking77 rollouts with structured outputs, print the summary.",
+        "(serve_configs/teacher-cpu.yaml), collect rollouts of a task (default: the banking77 preset) with "
+        "structured outputs, print the summary.",
     )
-    demo.add_argument("--output", default="rollouts/banking77", help="where rollouts go (default: %(default)s)")
-    demo.add_argument("--examples", type=int, default=100, help="banking77 training queries (default: %(default)s)")
-    demo.add_argument("--num-labels", type=int, default=25, help="most frequent intents to classify (default: %(default)s)")
+    demo.add_argument("--output", default=None, help="where rollouts go (default: rollouts/<task name>)")
+    demo.add_argument("--examples", type=int, default=100, help="examples of the task's input (default: %(default)s)")
     demo.add_argument("--serve-config", default=None, help="Serve config of the teacher (default: serve_configs/teacher-cpu.yaml)")
+    add_task_args(demo)
+    demo.add_argument("--input", help="examples (default: the task's input)")
     _teacher_args(demo)
     _run_args(demo)
+    demo.set_defaults(task="banking77")
 
     teacher = sub.add_parser("teacher", help="manage the teacher deployment")
     teacher_sub = teacher.add_subparsers(dest="teacher_command", required=True)
@@ -199,37 +203,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- commands ---------------------------------------------------------------------------------
 
 
-def _collect(args: argparse.Namespace, *, preset_defaults: dict | None = None) -> int:
-    from raydspy.errors import ConfigError
+def _collect(args: argparse.Namespace) -> int:
     from raydspy.pipeline import PipelineConfig, run_pipeline
-    from raydspy.specs import load_program, load_rewards
 
-    settings = dict(preset_defaults or (_preset(args.preset) if args.preset else {}))
-    program = args.program or settings.get("program")
-    input_uri = args.input or settings.get("input")
-    if not program or not input_uri:
-        raise ConfigError("give --program and --input (or --preset)")
-    rewards = args.rewards or settings.get("rewards")
-    load_program(program), load_rewards(rewards)  # a bad spec fails here, before Ray starts
-    teacher = _teacher(args, settings)
+    task = task_from_args(args, need=("program", "input"))
+    program, rewards = task.program, task.rewards
+    teacher = _teacher(args, task.teacher_defaults())
     config = PipelineConfig(
-        input_uri=input_uri,
+        input_uri=task.input,
         output_uri=args.output,
-        n=args.n or settings.get("n", 1),
+        n=args.n or task.n or 1,
         num_actors=args.actors,
         threads_per_actor=args.threads,
         batch_size=args.batch_size,
         rollouts_per_call=args.rollouts_per_call,
         actor_start_timeout_s=args.actor_start_timeout,
         limit=args.limit,
-        id_field=args.id_field,
+        id_field=args.id_field or task.id_field,
         dry_run=args.dry_run,
         max_error_rate=args.max_error_rate,
         skip_invalid=args.skip_invalid,
         storage=StorageOptions(s3_endpoint_url=args.s3_endpoint),
     )
     _init_ray(args.ray_address, args.num_cpus)
-    console.print(f"collecting: program [bold]{program}[/], input {input_uri}, n={config.n}, "
+    console.print(f"collecting: program [bold]{program}[/], input {task.input}, n={config.n}, "
                   f"teacher {teacher.model} at {teacher.base_url}" + (" [dim](dry run)[/]" if config.dry_run else ""))
     with contextlib.ExitStack() as stack:
         tracked = None
@@ -240,7 +237,8 @@ def _collect(args: argparse.Namespace, *, preset_defaults: dict | None = None) -
                                                     tracking_uri=args.mlflow_tracking_uri,
                                                     experiment=args.mlflow_experiment))
         with RunProgressBar(console) as bar:
-            summary = run_pipeline(program, teacher, config, rewards=rewards, on_start=bar.start, on_progress=bar.update)
+            summary = run_pipeline(program, teacher, config, rewards=rewards, reward_weights=task.reward_weights or None,
+                                   on_start=bar.start, on_progress=bar.update)
         if tracked is not None:
             tracked.finish(summary)
             console.print(f"MLflow: run {tracked.run_id} in {tracked.tracking_uri}")
@@ -260,18 +258,19 @@ def _demo(args: argparse.Namespace) -> int:
 
     from raydspy.serving import SERVE_CONFIGS, deploy_serve_config, wait_for_teacher
 
-    settings = _preset("banking77", examples=args.examples, num_labels=args.num_labels)
+    task = task_from_args(args, need=("program", "input"))
+    args.output = args.output or f"rollouts/{task.name}"
+    args.limit = args.limit or args.examples
     _init_ray(args.ray_address, args.num_cpus)
-    teacher = _teacher(args, settings)
+    teacher = _teacher(args, task.teacher_defaults())
     config_path = args.serve_config or SERVE_CONFIGS / "teacher-cpu.yaml"
     started = time.perf_counter()
     with console.status(f"deploying the teacher from {config_path} (vLLM compiles on first start: ~3 min)"):
         deploy_serve_config(config_path)
         wait_for_teacher(teacher)
     console.print(f"teacher ready in {time.perf_counter() - started:.0f} s at {teacher.base_url}")
-    args.program = args.input = args.rewards = None
     try:
-        return _collect(args, preset_defaults=settings)
+        return _collect(args)
     finally:
         serve.shutdown()
 
@@ -304,25 +303,8 @@ def _teacher_up(args: argparse.Namespace) -> int:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _preset(name: str, *, examples: int = 100, num_labels: int = 25) -> dict:
-    from raydspy.embedded import default_cache_dir
-    from raydspy.programs import banking77
-
-    cache = default_cache_dir() / "data"
-    sample = banking77.write_sample(cache / f"banking77-train-top{num_labels}-{examples}.csv",
-                                    num_labels=num_labels, size=examples)
-    return {
-        "program": "raydspy.programs.banking77:program",
-        "rewards": "raydspy.programs.banking77:rewards",
-        "input": str(sample),
-        "n": 3,
-        "temperature": 1.0,
-        "max_tokens": 192,
-        "structured_outputs": True,
-    }
-
-
 def _teacher(args: argparse.Namespace, settings: dict) -> TeacherConfig:
+    """The teacher of the command line, unset flags taken from ``settings`` (the task's)."""
     def pick(name: str, default):
         value = getattr(args, name)
         return value if value is not None else settings.get(name, default)

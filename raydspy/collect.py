@@ -95,7 +95,9 @@ class Collect(dspy.Module):
         Args:
             examples: a list of dicts, a list of ``dspy.Example``, or one of either.
             n: rollouts per example; each is its own LM call, even with DSPy's cache on.
-            dry_run: format every prompt and record it; call no LM (predictions are all None).
+            dry_run: format every prompt and record it; call no LM. Each prediction is then a
+                `raydspy.dry_run.FormattedPrompt` holding the ``messages`` of the rollout's first
+                LM call (ready as a GRPO prompt).
 
         Returns:
             ``len(examples) * n`` predictions, example-major (example 0's rollouts 0 … n-1

@@ -3,7 +3,9 @@
 `DryRunLM` stands in for every LM of the program during a dry run. When the program makes its
 first LM call, the adapter has already formatted the messages; the trace recorder keeps them and
 `DryRunLM` stops the rollout by raising `DryRunHalt` instead of calling a model. That makes the
-recorded messages exactly what a real run would send, ready to serve as GRPO prompts.
+recorded messages exactly what a real run would send, ready to serve as GRPO prompts:
+``Collect.collect(examples, dry_run=True)`` returns one `FormattedPrompt` per rollout, and
+``raydspy export grpo`` reads dry-run rows as prompts.
 
 What a dry run cannot do: format the prompt of a later predictor whose inputs are an earlier
 predictor's outputs (ReAct's next step, a two-stage pipeline). Those need model output, so a dry
@@ -17,7 +19,7 @@ from typing import Any
 import dspy
 from dspy.utils.callback import with_callbacks
 
-__all__ = ["DryRunHalt", "DryRunLM"]
+__all__ = ["DryRunHalt", "DryRunLM", "FormattedPrompt"]
 
 
 class DryRunHalt(Exception):
@@ -44,3 +46,18 @@ class DryRunLM(dspy.BaseLM):
 
     def copy(self, **kwargs: Any) -> "DryRunLM":
         return DryRunLM(self.model)  # a fresh one: each rollout attaches its own trace recorder
+
+
+class FormattedPrompt(dspy.Prediction):
+    """A dry run's prediction: the first LM call of a rollout, formatted and not sent.
+
+    Attributes:
+        messages: the chat messages, ``[{"role": str, "content": str}]``, exactly as a real run sends them.
+        predictor: the dotted name of the predictor that made the call.
+        signature: its signature, ``"in1, in2 -> out1, out2"``.
+    """
+
+    @classmethod
+    def of(cls, call: Any) -> "FormattedPrompt":
+        """The prompt of a traced call (`raydspy.tracing.LMCall`)."""
+        return cls(messages=call.messages, predictor=call.predictor, signature=call.signature)

@@ -9,9 +9,9 @@ import pyarrow.fs as pafs
 import ray.data
 
 from raydspy.errors import InputError, StorageError
-from raydspy.storage import Location, check_readable
+from raydspy.storage import Location, StorageOptions, check_readable, resolve
 
-__all__ = ["FORMATS", "detect_format", "read_examples", "check_columns"]
+__all__ = ["FORMATS", "detect_format", "read_examples", "load_examples", "check_columns"]
 
 FORMATS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -50,6 +50,28 @@ def read_examples(location: Location) -> ray.data.Dataset:
         return reader(location.path, filesystem=location.filesystem, file_extensions=extensions)
     except OSError as e:
         raise StorageError(f"cannot read {location.uri!r}: {e}") from e
+
+
+def load_examples(uri: str, storage: StorageOptions | None = None, *, limit: int | None = None) -> list[dict]:
+    """The first ``limit`` examples at ``uri`` (all when None), in file order, as dicts: for the
+    few hundred held-out examples of an evaluation, read in this process (no Ray).
+
+    Raises:
+        StorageError, InputError: as `detect_format`; InputError also when there is no row.
+    """
+    import pyarrow.dataset as pads
+
+    location = resolve(uri, storage)
+    fmt = detect_format(location)
+    try:
+        dataset = pads.dataset(location.path, filesystem=location.filesystem, format=fmt,
+                               exclude_invalid_files=False)
+        table = dataset.head(limit) if limit is not None else dataset.to_table()
+    except (OSError, ValueError) as e:
+        raise StorageError(f"cannot read {uri!r}: {e}") from e
+    if table.num_rows == 0:
+        raise InputError(f"no examples in {uri!r}", uri=uri)
+    return table.to_pylist()
 
 
 def check_columns(columns: Sequence[str], fields: Sequence[str], uri: str) -> None:

@@ -3,6 +3,10 @@
 A reward function takes a rollout's inputs and outputs and returns a float (the seed's
 ``reward_fn(inputs, outputs) -> float``). One that also declares a ``trace`` parameter receives
 the rollout's `raydspy.tracing.LMCall` list too, which is how format compliance is scored.
+A DSPy metric, ``metric(example, pred, trace=None)``, is accepted wherever a reward is: it is
+recognised by its first two parameters' names (``example``/``gold``, then ``pred``/
+``prediction``) and adapted once by `DSPyMetric`. The other way, `RewardSet.as_metric` makes a
+task's rewards the metric of DSPy's optimisers.
 Every reward here is a small class, so it pickles and Ray can ship it to Collect actors.
 """
 
@@ -27,6 +31,8 @@ __all__ = [
     "FormatCompliance",
     "RewardSet",
     "RewardResult",
+    "DSPyMetric",
+    "is_dspy_metric",
 ]
 
 RewardFn = Callable[..., float]
@@ -130,6 +136,55 @@ class FormatCompliance:
         return float(bool(trace) and all(call.format_ok for call in trace))
 
 
+_METRIC_EXAMPLE = ("example", "gold", "ex")
+_METRIC_PRED = ("pred", "prediction")
+
+
+def is_dspy_metric(fn: Any) -> bool:
+    """True when ``fn`` looks like a DSPy metric: its first two parameters are named ``example``
+    (or ``gold``, ``ex``) and ``pred`` (or ``prediction``), as DSPy's own metrics and docs name them."""
+    if isinstance(fn, DSPyMetric):
+        return False
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return False
+    return len(names) >= 2 and names[0] in _METRIC_EXAMPLE and names[1] in _METRIC_PRED
+
+
+class DSPyMetric:
+    """A DSPy metric ``metric(example, pred, trace=None) -> float | bool`` as a raydspy reward.
+
+    Called with a rollout's ``inputs`` (every field of the example, labels too) as a
+    ``dspy.Example`` and its ``outputs`` as a ``dspy.Prediction``, ``trace=None`` (DSPy's
+    evaluation mode); True/False become 1.0/0.0, None stays None (no score).
+    """
+
+    def __init__(self, metric: Callable[..., Any], name: str | None = None):
+        self.metric = metric
+        self.__name__ = name or getattr(metric, "__name__", "metric")
+
+    def __call__(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> float | None:
+        value = self.metric(dspy.Example(**inputs), dspy.Prediction(**outputs), None)
+        return None if value is None else float(value)
+
+    def __repr__(self) -> str:
+        return f"DSPyMetric({self.__name__})"
+
+
+class _RewardMetric:
+    """`RewardSet.as_metric`: the combined reward of a set's trace-free rewards, as a DSPy metric."""
+
+    def __init__(self, rewards: "RewardSet"):
+        self.rewards = rewards
+        self.__name__ = "reward"
+
+    def __call__(self, example: Any, pred: Any, trace: Any = None) -> float:
+        inputs = dict(example.toDict()) if hasattr(example, "toDict") else dict(example)
+        outputs = dict(pred.items()) if hasattr(pred, "items") else dict(pred)
+        return self.rewards.score(inputs, outputs, []).reward or 0.0
+
+
 @dataclass
 class RewardResult:
     """What `RewardSet.score` found for one rollout.
@@ -169,7 +224,9 @@ class RewardSet:
         elif callable(rewards):
             name = getattr(rewards, "__name__", "reward")
             rewards = {"reward" if name == "<lambda>" else name: rewards}
-        self.functions: dict[str, RewardFn] = dict(rewards)
+        self.functions: dict[str, RewardFn] = {
+            name: DSPyMetric(fn, name) if is_dspy_metric(fn) else fn for name, fn in rewards.items()
+        }
         for name, fn in self.functions.items():
             if not callable(fn):
                 raise ConfigError(f"reward {name!r} is not callable: got {fn!r}")
@@ -184,6 +241,19 @@ class RewardSet:
 
     def __bool__(self) -> bool:
         return bool(self.functions)
+
+    @property
+    def names(self) -> list[str]:
+        """The rewards' names, in order."""
+        return list(self.functions)
+
+    def as_metric(self) -> Callable[..., float]:
+        """This set as a DSPy metric, ``metric(example, pred, trace=None) -> float``, for DSPy's
+        optimisers: the combined reward of the rewards that do not read the trace (a prediction
+        that reaches a DSPy metric has parsed, so format rewards would only say 1.0), 0.0 when
+        none applies. Picklable."""
+        plain = {n: f for n, f in self.functions.items() if not self._wants_trace[n]}
+        return _RewardMetric(RewardSet(plain, {n: self.weights[n] for n in plain}))
 
     def score(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None, trace: Sequence[LMCall]) -> RewardResult:
         """Score one rollout.

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import dspy
 
-from raydspy.dry_run import DryRunHalt, DryRunLM
+from raydspy.dry_run import DryRunHalt, DryRunLM, FormattedPrompt
 from raydspy.errors import ConfigError, InputError
 from raydspy.identity import example_id, program_hash, rollout_id, rollout_seed
 from raydspy.retries import is_transient_lm_error
@@ -215,15 +215,20 @@ class RolloutRunner:
         *,
         example_id_: str | None = None,
         rollout_id_: str | None = None,
+        lm: dspy.BaseLM | None = None,
     ) -> RolloutResult:
         """Run rollout ``rollout_index`` of ``example``; never raises for a failed rollout.
-        ``example_id_`` and ``rollout_id_``, when planned already, save computing them again."""
+        ``example_id_`` and ``rollout_id_``, when planned already, save computing them again;
+        ``lm`` replaces the runner's LM for this rollout (GRPO's replay, `raydspy.distill.replay`).
+
+        In a dry run the prediction is a `FormattedPrompt`: the messages of the rollout's first
+        LM call, as the adapter formatted them (None if the program failed before calling an LM)."""
         example = dict(example)
         ex_id = example_id_ or example_id(example, self.id_field)
         failure: Exception | None = None
         rollout_id_ = rollout_id_ or self.rollout_id(ex_id, rollout_index)
         recorder = TraceRecorder(self._names)
-        lm = recorder.attach(self._rollout_lm(rollout_index, rollout_id_))  # the rollout's own copy
+        lm = recorder.attach(self._rollout_lm(rollout_index, rollout_id_, lm))  # the rollout's own copy
         adapter = copy.copy(self.adapter or dspy.settings.adapter or dspy.ChatAdapter())
         recorder.watch_parse(adapter)
         prediction, outputs, error = None, None, None
@@ -238,6 +243,8 @@ class RolloutRunner:
         recorder.finish(failed=error is not None)
         if self.dry_run:
             self._report_unreached(recorder)
+            if error is None and recorder.calls:
+                prediction = FormattedPrompt.of(recorder.calls[0])
         scored = self.rewards.score(example, outputs, recorder.calls) if not self.dry_run else None
         record = RolloutRecord(
             rollout_id=rollout_id_,
@@ -273,10 +280,10 @@ class RolloutRunner:
         lm = self.lm or dspy.settings.lm
         return getattr(lm, "model", None) or "unknown"
 
-    def _rollout_lm(self, rollout_index: int, rollout_id_: str) -> dspy.BaseLM:
+    def _rollout_lm(self, rollout_index: int, rollout_id_: str, base: dspy.BaseLM | None = None) -> dspy.BaseLM:
         if self._dry_lm is not None:
             return self._dry_lm.copy()
-        base = self.lm or dspy.settings.lm
+        base = base or self.lm or dspy.settings.lm
         if base is None:
             raise ConfigError("no LM: pass `lm=` or call dspy.configure(lm=...) before collecting")
         kwargs = dict(self.sampling)

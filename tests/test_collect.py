@@ -12,6 +12,7 @@ from dspy.utils import DummyLM
 
 from fake_openai import FakeOpenAI
 from raydspy import Collect, InputError
+from raydspy.dry_run import FormattedPrompt
 from raydspy.identity import rollout_seed
 from raydspy.rollouts import ROLLOUT_SCHEMA
 
@@ -98,12 +99,15 @@ def test_dry_run_formats_prompts_and_never_calls_an_lm(tmp_path, adapter):
     with dspy.context(lm=ForbiddenLM()):
         predictions = collect.collect(EXAMPLES, n=2, dry_run=True)
 
-    assert predictions == [None] * 4
     expected = adapter.format(program.predict.signature, [], {"question": "2+2?"})
     for record in collect.last_records:
         assert record.dry_run and record.error is None and record.reward is None
         assert len(record.trace) == 1 and record.trace[0].completion is None
     assert collect.last_records[0].trace[0].messages == expected
+    # The seed's dry run returns each rollout's formatted prompt: GRPO prompts without a teacher.
+    assert all(isinstance(p, FormattedPrompt) for p in predictions) and len(predictions) == 4
+    assert predictions[0].messages == expected and predictions[0].predictor == "predict"
+    assert predictions[2].messages == adapter.format(program.predict.signature, [], {"question": "3+3?"})
 
 
 def test_bad_examples_fail_before_any_call(tmp_path):

@@ -16,9 +16,10 @@ import pytest
 
 from raydspy.adapters import PlainJSONAdapter, StructuredOutputAdapter
 from raydspy.distill import exports
-from raydspy.distill.rewards import GRPOFormatReward, GRPOTaskReward, grpo_reward_funcs
+from raydspy.distill.rewards import grpo_reward_funcs
+
+BANKING77, BANKING77_REWARDS = "raydspy.programs.banking77:program", "raydspy.programs.banking77:rewards"
 from raydspy.programs import banking77
-from raydspy.rewards import ExactMatch
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "banking77-rollouts.parquet"
 
@@ -104,22 +105,37 @@ def test_grpo_rows_one_prompt_per_example_with_gold_column(rollout_rows):
 # -- the TRL reward functions, on the teacher's real completions ----------------------------
 
 
-def test_grpo_rewards_score_real_completions_and_pickle(rollout_rows):
-    signature = _signature()
-    fmt, task = grpo_reward_funcs(signature, PlainJSONAdapter(), ExactMatch("label", "category"))
-    assert (fmt.__name__, task.__name__) == ("format", "exact_match")
-    calls = [(r, r["trace"][0]) for r in rollout_rows if r["trace"] and r["trace"][0]["completion"]]
-    completions = [[{"role": "assistant", "content": c["completion"]}] for _, c in calls]
-    inputs = [r["inputs"] for r, _ in calls]
-    # The teacher's format flag and exact-match reward, recomputed from its completions alone.
-    assert fmt(prompts=None, completions=completions) == [float(c["format_ok"]) for _, c in calls]
-    expected = [dict(r["rewards"]).get("exact_match", 0.0) if r["error"] is None else 0.0 for r, _ in calls]
-    assert task(prompts=None, completions=completions, inputs=inputs) == expected
-    for fn in (fmt, task):
-        again = pickle.loads(pickle.dumps(fn))
-        assert again(prompts=None, completions=completions, inputs=inputs) == fn(
-            prompts=None, completions=completions, inputs=inputs)
-    assert fmt(completions=["not json at all"]) == [0.0]
+def test_grpo_rows_replay_to_the_teachers_rewards_and_pickle(rollout_rows):
+    rows = exports.grpo_rows(rollout_rows, columns=["category"])
+    assert all(row["call_index"] == 0 and len(json.loads(row["replay"])) == 1 for row in rows)
+    funcs = grpo_reward_funcs(BANKING77, BANKING77_REWARDS, PlainJSONAdapter())
+    assert [f.__name__ for f in funcs] == ["format", "exact_match"]
+    first = {}
+    for row in sorted(rollout_rows, key=lambda r: r["rollout_index"]):  # the row each GRPO prompt came from
+        first.setdefault(row["example_id"], row)
+    kwargs = {"prompts": [r["prompt"] for r in rows], "inputs": [r["inputs"] for r in rows],
+              "call_index": [r["call_index"] for r in rows], "replay": [r["replay"] for r in rows],
+              "completions": [[{"role": "assistant", "content": json.loads(r["replay"])[0]}] for r in rows]}
+    # The teacher's format flag and exact-match reward, recomputed by replaying its completions.
+    fmt, task = funcs
+    assert fmt(**kwargs) == [float(first[r["example_id"]]["trace"][0]["format_ok"]) for r in rows]
+    assert task(**kwargs) == [dict(first[r["example_id"]]["rewards"]).get("exact_match", 0.0) for r in rows]
+    again = pickle.loads(pickle.dumps(funcs))
+    assert [f(**kwargs) for f in again] == [f(**kwargs) for f in funcs]
+    assert fmt(**{**kwargs, "completions": ["not json at all"] * len(rows)}) == [0.0] * len(rows)
+
+
+def test_dry_run_rows_are_grpo_prompts(tmp_path):
+    """The seed's dry run (no teacher) gives GRPO prompts: its rows export as they are."""
+    from raydspy import Collect
+    from raydspy.rollouts import records_to_table
+    from raydspy.specs import load_program
+
+    collect = Collect(load_program(BANKING77), str(tmp_path), adapter=PlainJSONAdapter())
+    prompts = collect.collect([{"text": "where is my card?", "category": "card_arrival"}], n=1, dry_run=True)
+    (row,) = exports.grpo_rows(records_to_table(collect.last_records).to_pylist(), columns=["category"])
+    assert row["prompt"] == prompts[0].messages and row["category"] == "card_arrival"
+    assert json.loads(row["replay"]) == [None]
 
 
 def test_plain_json_adapter_sends_no_response_format():
@@ -167,7 +183,7 @@ def test_dpo_and_grpo_exports_match_the_transforms(ray_local, rollouts_dir, tmp_
     grpo = exports.to_grpo(str(rollouts_dir), str(tmp_path / "grpo"), columns=["category"])
     rows = _read(tmp_path / "grpo")
     assert grpo.rows == len(rows) == len({r["example_id"] for r in rollout_rows})
-    assert set(rows[0]) == {"prompt", "inputs", "category", "example_id", "predictor"}
+    assert set(rows[0]) == {"prompt", "inputs", "category", "example_id", "predictor", "call_index", "replay"}
 
 
 def test_export_from_and_to_s3(ray_local, s3_server, rollouts_dir, rollout_rows):
@@ -245,8 +261,8 @@ def test_grpo_export_prepares_in_grpo_trainer(student, rollout_rows, tmp_path):
     _, tokenizer, model = student
     data = _dataset(exports.grpo_rows(rollout_rows, columns=["category"]), exports.grpo_schema(["category"]))
     trainer = GRPOTrainer(model=model, processing_class=tokenizer, train_dataset=data,
-                          reward_funcs=grpo_reward_funcs(_signature(), PlainJSONAdapter(), ExactMatch("label", "category")),
+                          reward_funcs=grpo_reward_funcs(BANKING77, BANKING77_REWARDS, PlainJSONAdapter()),
                           args=GRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2,
                                           max_completion_length=8, use_cpu=True, report_to="none"))
     batch = next(iter(trainer.get_train_dataloader()))
-    assert {"prompt", "inputs", "category"} <= set(batch[0])
+    assert {"prompt", "inputs", "category", "call_index", "replay"} <= set(batch[0])

@@ -108,3 +108,37 @@ def test_reward_set_combines_and_reports():
     assert result.rewards == {"format": 1.0} and result.reward == 1.0
     assert RewardSet(lambda i, o: float("nan")).score({}, {"a": 1}, []).error.startswith("RewardError: reward: ValueError")
     assert json.dumps(RewardSet().score({}, {}, []).rewards) == "{}"
+
+
+# -- DSPy metrics, both ways ---------------------------------------------------------------------
+
+
+def dspy_exact(example, pred, trace=None):
+    """A DSPy metric as DSPy's docs write them."""
+    return example.answer == pred.answer
+
+
+def test_a_dspy_metric_is_accepted_wherever_a_reward_is():
+    from raydspy.rewards import DSPyMetric, is_dspy_metric
+
+    assert is_dspy_metric(dspy_exact) and not is_dspy_metric(lambda inputs, outputs: 1.0)
+    rewards = RewardSet({"exact": dspy_exact, "length": lambda inputs, outputs: min(1.0, len(outputs["answer"]) / 10)})
+    assert isinstance(rewards.functions["exact"], DSPyMetric)
+    scored = rewards.score({"question": "2+2?", "answer": "4"}, {"answer": "4"}, [])
+    assert scored.rewards == {"exact": 1.0, "length": 0.1} and scored.error is None
+    assert RewardSet(dspy_exact).score({"answer": "4"}, {"answer": "5"}, []).rewards == {"dspy_exact": 0.0}
+    # Picklable, as Ray ships rewards to the Collect actors.
+    again = pickle.loads(pickle.dumps(rewards.functions["exact"]))
+    assert again({"answer": "4"}, {"answer": "4"}) == 1.0
+
+
+def test_a_reward_set_is_a_dspy_metric_for_the_optimisers():
+    import dspy
+
+    rewards = RewardSet({"exact": ExactMatch("answer", "gold"), "format": FormatCompliance()})
+    metric = rewards.as_metric()
+    example = dspy.Example(question="2+2?", gold="4").with_inputs("question")
+    # The trace-reading format reward is left out: a prediction that reaches a metric has parsed.
+    assert metric(example, dspy.Prediction(answer="4")) == 1.0
+    assert metric(example, dspy.Prediction(answer="5"), trace=[]) == 0.0
+    assert pickle.loads(pickle.dumps(metric))(example, dspy.Prediction(answer="4")) == 1.0

@@ -1,5 +1,5 @@
 """Distillation: rollouts → training sets (SFT, DPO, GRPO) → student trained on Ray Train with TRL
-→ evaluated against the teacher on banking77's test split.
+→ evaluated against the teacher on the task's held-out examples, for any DSPy program.
 
 | module        | job                                                                  |
 | ------------- | -------------------------------------------------------------------- |
@@ -7,15 +7,16 @@
 | `config`      | `TrainConfig`: the YAML of a training job (jobs/configs/)            |
 | `train`       | `run_training`: Ray Train TorchTrainer running TRL's SFTTrainer / GRPOTrainer |
 | `progress`    | rank 0's training progress to the driver (a Ray queue), for the CLI's bar |
-| `rewards`     | raydspy's format and task rewards as TRL reward functions            |
-| `evaluate`    | accuracy and format compliance per model; Markdown table and PNG     |
+| `replay`      | a completion scored by the task's rewards, its rollout replayed       |
+| `rewards`     | the format reward and the task's rewards as TRL reward functions      |
+| `evaluate`    | each reward and format compliance per model; Markdown, JSON and PNG  |
 | `serve`       | the Serve app builder of a trained student (serve_configs/student-*.yaml) |
 | `cli`         | ``raydspy export|train|evaluate``                                    |
 """
 
 from raydspy.distill.config import GRPOSettings, LoraSettings, TrainConfig
 from raydspy.distill.exports import ExportSummary, load_export, read_rollouts, to_dpo, to_grpo, to_sft
-from raydspy.distill.rewards import GRPOFormatReward, GRPOTaskReward, grpo_reward_funcs
+from raydspy.distill.rewards import GRPOReward, grpo_reward_funcs
 from raydspy.distill.train import TrainResult, run_training
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "GRPOSettings",
     "run_training",
     "TrainResult",
-    "GRPOFormatReward",
-    "GRPOTaskReward",
+    "GRPOReward",
     "grpo_reward_funcs",
 ]

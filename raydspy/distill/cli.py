@@ -7,6 +7,7 @@ heavy imports (Ray Data, TRL, vLLM clients) happen only inside the command that 
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import json
 import os
@@ -18,10 +19,22 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from raydspy.cli_common import add_task_args
+
 if TYPE_CHECKING:
     from raydspy.distill.config import TrainConfig
 
 COMMANDS = ("export", "train", "evaluate")
+
+EVALUATE_EXAMPLES = """\
+examples:
+  # the loop's last step on this machine: teacher, base student and the trained students
+  raydspy evaluate --task orders --student runs/orders/sft-model --grpo-student runs/orders/grpo-model
+
+  # your program against endpoints already running (a vLLM server, an OpenAI-compatible API)
+  raydspy evaluate --program myproj.programs:qa --rewards myproj.rewards:all --input data/test.jsonl \\
+      --candidate teacher=llama-70b@http://teacher:8000/v1:structured --candidate student=qa-1b@http://student:8000/v1
+"""
 
 EXAMPLES = """\
 the CPU recipe (README, "Distillation"):
@@ -69,34 +82,51 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, default=None,
                        help="seed of the data order and sampling (overrides the config); a second pass from a "
                             "trained --model with another seed sees other rows first")
+    train.add_argument("--task", default=None,
+                       help="grpo: the task (preset or task YAML) whose program and rewards score the completions "
+                            "(overrides the config's grpo.task, program and rewards)")
     train.add_argument("--copy-to", default=None, help="also copy the final model to this local folder")
     _common(train)
 
-    evaluate = sub.add_parser("evaluate", help="accuracy and format compliance of teacher and students on banking77's test split",
-                              description="Serve the students (serve_configs/student-cpu.yaml) and run the same banking77 "
-                              "program through each: the teacher (base model, structured outputs), the base student, the "
-                              "SFT student and the GRPO student (plain decoding). Writes evaluation.md/.png/.json.",
-                              epilog=EXAMPLES, formatter_class=fmt)
-    evaluate.add_argument("--student", required=True, help="the SFT student's checkpoint folder")
-    evaluate.add_argument("--grpo-student", default=None, help="the GRPO student's checkpoint folder, if any")
-    evaluate.add_argument("--examples", type=int, default=200, help="test queries (default: %(default)s)")
-    evaluate.add_argument("--num-labels", type=int, default=25, help="most frequent intents (default: %(default)s)")
-    evaluate.add_argument("--output", default=None, help="report folder (default: eval/ beside the student)")
+    evaluate = sub.add_parser("evaluate", help="score teacher and students on a task's held-out examples",
+                              description="Run the task's program once per held-out example for each candidate model "
+                              "(greedy, the same prompts) and score it with the task's rewards: each reward's mean, "
+                              "format compliance per predictor, errors, tokens, time. Students given as checkpoints "
+                              "(--serve, --student) are deployed on Ray Serve LLM first (serve_configs/student-cpu.yaml) "
+                              "beside the embedded base model. Writes evaluation.md/.png/.json.",
+                              epilog=EVALUATE_EXAMPLES, formatter_class=fmt)
+    add_task_args(evaluate)
+    evaluate.add_argument("--input", default=None, help="held-out examples (default: the task's held_out)")
+    evaluate.add_argument("--examples", type=int, default=200, help="use the first N held-out examples (default: %(default)s)")
+    evaluate.add_argument("--candidate", action="append", default=[], metavar="NAME=MODEL[@URL][:DECODING]",
+                          help="a model to evaluate, served at URL (default: --base-url), decoding plain | structured | "
+                               "chat (default: plain); repeat for each. Default: the embedded model as the teacher "
+                               "(structured) and as the base student (the task's student decoding)")
+    evaluate.add_argument("--serve", action="append", default=[], metavar="NAME=CHECKPOINT",
+                          help="deploy this checkpoint folder as model NAME and evaluate it as a student; repeat for each")
+    evaluate.add_argument("--student", default=None, help="shorthand: --serve student=CHECKPOINT, named 'SFT student'")
+    evaluate.add_argument("--grpo-student", default=None,
+                          help="shorthand: --serve student-grpo=CHECKPOINT, named 'GRPO student'")
+    evaluate.add_argument("--output", default=None, help="report folder (default: eval/ beside --student, else runs/<task>/eval)")
     evaluate.add_argument("--serve-config", default=None, help="Serve config (default: serve_configs/student-cpu.yaml)")
     evaluate.add_argument("--no-deploy", action="store_true",
-                          help="use models already served at --base-url (student, student-grpo, smollm2-135m-instruct)")
+                          help="the checkpoints of --serve / --student are already served at --base-url under their names")
     evaluate.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="endpoint (default: %(default)s)")
     evaluate.add_argument("--threads", type=int, default=32, help="requests in flight (default: %(default)s)")
     evaluate.add_argument("--optimizer", choices=["bootstrap", "random-search"], default=None,
                           help="also evaluate each model after prompt optimisation: DSPy's BootstrapFewShot or "
-                               "BootstrapFewShotWithRandomSearch, demos from the model's own right answers")
+                               "BootstrapFewShotWithRandomSearch, the task's rewards as the metric, demos from the "
+                               "model's own rollouts that reach --metric-threshold")
+    evaluate.add_argument("--train-input", default=None, help="examples the optimiser draws demos from (default: the task's input)")
     evaluate.add_argument("--train-examples", type=int, default=32,
-                          help="training queries the optimiser draws demos from (default: %(default)s)")
+                          help="training examples the optimiser uses (default: %(default)s)")
     evaluate.add_argument("--max-demos", type=int, default=4, help="demos per predictor (default: %(default)s)")
+    evaluate.add_argument("--metric-threshold", type=float, default=1.0,
+                          help="a rollout becomes a demo when its combined reward reaches this (default: %(default)s)")
     evaluate.add_argument("--max-tokens", type=int, default=192, help="completion tokens per call (default: %(default)s)")
     evaluate.add_argument("--teacher-max-text-chars", type=int, default=400,
-                          help="bound on the structured teacher's free-text fields, in characters, so a greedy "
-                               "loop in `reasoning` still parses; 0 for none (default: %(default)s)")
+                          help="bound on a structured candidate's free-text fields, in characters, so a greedy loop "
+                               "still parses; 0 for none (default: %(default)s)")
     _common(evaluate)
 
 
@@ -141,10 +171,15 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     Raises:
         ConfigError: the file is missing or invalid, or an override makes it invalid.
     """
-    from raydspy.distill.config import TrainConfig
+    from raydspy.distill.config import GRPOSettings, TrainConfig
 
-    return TrainConfig.from_yaml(args.config, dataset=args.dataset, model=args.model, storage_path=args.storage_path,
-                                 name=args.name, max_steps=args.max_steps, seed=args.seed)
+    config = TrainConfig.from_yaml(args.config, dataset=args.dataset, model=args.model, storage_path=args.storage_path,
+                                   name=args.name, max_steps=args.max_steps, seed=args.seed)
+    if getattr(args, "task", None):
+        grpo = config.grpo or GRPOSettings(task=args.task)
+        config = config.model_copy(update={"grpo": grpo.model_copy(update={"task": args.task, "program": None,
+                                                                           "rewards": None})})
+    return config
 
 
 def _train(args, init_ray, console) -> int:
@@ -171,47 +206,94 @@ def _train(args, init_ray, console) -> int:
     return 0
 
 
+def evaluation_plan(args: argparse.Namespace):
+    """What ``raydspy evaluate`` will do: ``(task, candidates, checkpoints to serve, output folder)``.
+
+    Raises:
+        ConfigError: a malformed ``--candidate`` or ``--serve``, two candidates of one name, or
+            no held-out examples.
+    """
+    from raydspy.cli_common import task_from_args
+    from raydspy.distill.evaluate import Candidate
+    from raydspy.embedded import EMBEDDED_MODEL_ID
+    from raydspy.errors import ConfigError
+
+    task = task_from_args(args, need=("program",))
+    held_out = args.input or task.held_out
+    if held_out is None:
+        raise ConfigError(f"the task {task.name!r} has no held_out examples: give --input")
+    task = task.model_copy(update={"held_out": held_out})
+    served: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for spec in args.serve:
+        model, sep, path = spec.partition("=")
+        if not sep or not model or not path:
+            raise ConfigError(f"--serve must be NAME=CHECKPOINT, got {spec!r}")
+        served[model], names[model] = path, model
+    for model, path, name in (("student", args.student, "SFT student"), ("student-grpo", args.grpo_student, "GRPO student")):
+        if path:
+            served[model], names[model] = path, name
+    max_chars = args.teacher_max_text_chars or None
+    candidates = [Candidate.parse(c, base_url=args.base_url, max_text_chars=max_chars) for c in args.candidate]
+    if not candidates:
+        candidates = [Candidate("teacher", EMBEDDED_MODEL_ID, "structured", args.base_url, max_chars),
+                      Candidate("base student", EMBEDDED_MODEL_ID, task.student_decoding, args.base_url)]
+    used = {c.model for c in candidates}
+    candidates += [Candidate(names[m], m, task.student_decoding, args.base_url) for m in served if m not in used]
+    duplicates = sorted(n for n, k in collections.Counter(c.name for c in candidates).items() if k > 1)
+    if duplicates:
+        raise ConfigError(f"two candidates are named {duplicates}: give each its own NAME")
+    if args.output:
+        output = Path(args.output)
+    elif args.student:
+        output = Path(args.student).resolve().parent / "eval"
+    else:
+        output = Path("runs") / task.name / "eval"
+    return task, candidates, served, output
+
+
 def _evaluate(args, init_ray, console) -> int:
     from ray import serve
 
-    from raydspy.distill.evaluate import Candidate, evaluate, held_out_queries, train_queries, write_report
+    from raydspy.distill.evaluate import evaluate, write_report
     from raydspy.embedded import EMBEDDED_MODEL_ID
+    from raydspy.errors import ConfigError
+    from raydspy.inputs import load_examples
     from raydspy.serving import SERVE_CONFIGS, deploy_serve_config, load_serve_config, wait_for_teacher
     from raydspy.teacher import TeacherConfig
 
-    models = {"student": args.student}
-    if args.grpo_student:
-        models["student-grpo"] = args.grpo_student
-    output = Path(args.output) if args.output else Path(args.student).resolve().parent / "eval"
+    task, candidates, served, output = evaluation_plan(args)
+    storage = _storage(args)
+    examples = load_examples(task.held_out, storage, limit=args.examples)
+    trainset = ()
+    if args.optimizer:
+        train_uri = args.train_input or task.input
+        if train_uri is None:
+            raise ConfigError("prompt optimisation needs training examples: give --train-input")
+        trainset = load_examples(train_uri, storage, limit=args.train_examples)
     deployed = False
-    if not args.no_deploy:
+    if served and not args.no_deploy:
         init_ray(args.ray_address, args.num_cpus)
-        config = student_serve_config(load_serve_config(args.serve_config or SERVE_CONFIGS / "student-cpu.yaml"), models)
+        config = student_serve_config(load_serve_config(args.serve_config or SERVE_CONFIGS / "student-cpu.yaml"), served)
         started = time.perf_counter()
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             yaml.safe_dump(config, f)
         with console.status("deploying the students (vLLM compiles each engine on first start: minutes)"):
             deploy_serve_config(f.name)
             deployed = True
-            for model in [*models, EMBEDDED_MODEL_ID]:
+            for model in [*served, EMBEDDED_MODEL_ID]:
                 wait_for_teacher(TeacherConfig(base_url=args.base_url, model=model), timeout_s=1200)
         console.print(f"students ready in {time.perf_counter() - started:.0f} s")
-    candidates = [Candidate("teacher", EMBEDDED_MODEL_ID, "structured", args.base_url,
-                            max_text_chars=args.teacher_max_text_chars or None),
-                  Candidate("base student", EMBEDDED_MODEL_ID, "plain", args.base_url),
-                  Candidate("SFT student", "student", "plain", args.base_url)]
-    if args.grpo_student:
-        candidates.append(Candidate("GRPO student", "student-grpo", "plain", args.base_url))
+    console.print(f"evaluating {', '.join(c.name for c in candidates)} on {len(examples)} examples of {task.held_out}")
     try:
-        queries = held_out_queries(args.examples, num_labels=args.num_labels)
-        trainset = train_queries(args.train_examples, num_labels=args.num_labels) if args.optimizer else ()
-        results = evaluate(candidates, queries, output, num_labels=args.num_labels, max_tokens=args.max_tokens,
+        results = evaluate(task.program, candidates, examples, output, rewards=task.rewards,
+                           reward_weights=task.reward_weights or None, max_tokens=args.max_tokens,
                            threads=args.threads, optimizer=args.optimizer, trainset=trainset,
-                           max_demos=args.max_demos)
+                           max_demos=args.max_demos, metric_threshold=args.metric_threshold)
     finally:
         if deployed:
             serve.shutdown()
-    paths = write_report(results, output)
+    paths = write_report(results, output, title=f"{task.name}: {task.held_out}")
     console.print(paths["markdown"].read_text())
     console.print(f"report: {paths['markdown']}, {paths['chart']}")
     return 0

@@ -36,20 +36,33 @@ class LoraSettings(BaseModel):
 
 
 class GRPOSettings(BaseModel):
-    """What GRPO needs beyond SFT: completions per prompt and the rewards' program."""
+    """What GRPO needs beyond SFT: the task whose rewards score the completions, and sampling.
+
+    The program and rewards come from ``task`` (a preset or a task YAML: `raydspy.task`), or from
+    ``program`` / ``rewards``, which override the task's. Each completion is scored by replaying
+    its rollout (`raydspy.distill.replay`): the format reward, plus every task reward.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    program: str = Field("raydspy.programs.banking77:program",
-                         description="MODULE:ATTR of the DSPy program the prompts came from; its signature "
-                         "defines the format reward.")
-    answer_field: str = Field("label", description="The output field the task reward compares.")
-    gold_field: str = Field("category", description="The example field holding the gold answer.")
+    task: str | None = Field(None, description="Preset name or task YAML naming the program and its rewards.")
+    program: str | None = Field(None, description="MODULE:ATTR of the DSPy program the prompts came from "
+                                "(default: the task's).")
+    rewards: str | None = Field(None, description="MODULE:ATTR of the task's rewards (default: the task's).")
+    adapter: Literal["plain", "chat"] = Field("plain", description="The student's adapter, whose prompts the "
+                                              "rollouts were recorded with: plain (JSON prompts) or chat (ChatAdapter).")
     num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (the group).")
     max_completion_length: int = Field(128, ge=1, description="Tokens per sampled completion.")
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the completions.")
-    reward_weights: dict[str, float] = Field(default_factory=lambda: {"format": 1.0, "exact_match": 1.0},
-                                             description="Weight of each reward in the advantage.")
+    reward_weights: dict[str, float] = Field(default_factory=dict,
+                                             description="Weight of each reward (format and the task's, by name) in "
+                                             "the advantage; unnamed ones weigh 1.")
+
+    @model_validator(mode="after")
+    def _program_known(self) -> "GRPOSettings":
+        if self.task is None and self.program is None:
+            raise ValueError("grpo needs a task (a preset or task YAML) or a program")
+        return self
 
 
 class TrainConfig(BaseModel):
@@ -88,7 +101,7 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(500, ge=1, description="Steps between intermediate checkpoints.")
     seed: int = 0
-    grpo: GRPOSettings = Field(default_factory=GRPOSettings, description="GRPO only.")
+    grpo: GRPOSettings | None = Field(None, description="GRPO only: the task and sampling.")
     trl: dict[str, Any] = Field(default_factory=dict, description="More arguments of trl.SFTConfig / trl.GRPOConfig.")
 
     @model_validator(mode="after")

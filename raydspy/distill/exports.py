@@ -8,7 +8,7 @@ group into training rows, and writes them as Parquet under an output URI:
 | --------- | --------------------------------------------- | ------------------------------------------------------ |
 | `to_sft`  | LM call of a kept rollout (rejection sampling)| ``messages`` (system, user, …, assistant), ``rollout_id``, ``example_id``, ``predictor``, ``reward`` |
 | `to_dpo`  | example × predictor × prompt whose best and worst rollouts' rewards differ | ``prompt`` (messages), ``chosen`` / ``rejected`` (one assistant message each), ``chosen_reward``, ``rejected_reward``, ``chosen_rollout_id``, ``rejected_rollout_id``, ``example_id``, ``predictor`` |
-| `to_grpo` | example × predictor × prompt                  | ``prompt`` (messages), ``inputs`` (the example as JSON: the gold label is there), one string column per name in ``columns``, ``example_id``, ``predictor`` |
+| `to_grpo` | example × predictor × prompt                  | ``prompt`` (messages), ``inputs`` (the example as JSON: the gold label is there), one string column per name in ``columns``, ``example_id``, ``predictor``, ``call_index`` (the call's place in its rollout), ``replay`` (JSON list of the rollout's completions, null where none: `raydspy.distill.replay`) |
 
 Messages are the trace's own: exactly what the adapter sent (system, user, demos) and the raw
 completion the teacher returned, so the student learns the program's format as the program will
@@ -74,13 +74,15 @@ DPO_SCHEMA = pa.schema([
 ])
 
 #: Names the GRPO export uses itself; an input column cannot take them.
-_GRPO_RESERVED = ("prompt", "inputs", "example_id", "predictor", "completion", "completions", "prompts")
+_GRPO_RESERVED = ("prompt", "inputs", "example_id", "predictor", "call_index", "replay", "completion", "completions",
+                  "prompts")
 
 
 def grpo_schema(columns: Sequence[str] = ()) -> pa.Schema:
     """The GRPO export's schema with extra string ``columns`` taken from each example's inputs."""
     return pa.schema([("prompt", MESSAGES), ("inputs", pa.string()), *((c, pa.string()) for c in columns),
-                      ("example_id", pa.string()), ("predictor", pa.string())])
+                      ("example_id", pa.string()), ("predictor", pa.string()), ("call_index", pa.int32()),
+                      ("replay", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -192,20 +194,27 @@ def dpo_rows(rows: list[dict[str, Any]], *, reward: str | None = None) -> list[d
 
 def grpo_rows(rows: list[dict[str, Any]], *, columns: Sequence[str] = ()) -> list[dict[str, Any]]:
     """GRPO prompts of one example: one row per predictor and distinct prompt (the trainer samples
-    the completions), with the example's inputs as JSON and the named ``columns`` as strings."""
+    the completions), with the example's inputs as JSON, the named ``columns`` as strings, and
+    what replaying the rollout needs (``call_index``, ``replay``). Dry-run rows count: their
+    first call's prompt is recorded, with no completion. A call followed by one that did not
+    parse is left out: its rollout cannot be replayed to the program's outputs."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for row in _dedupe(rows):
         inputs = json.loads(row["inputs"])
-        for call in row["trace"] or []:
+        trace = row["trace"] or []
+        replay = json.dumps([call["completion"] for call in trace], ensure_ascii=False)
+        for index, call in enumerate(trace):
             key = _prompt_key(call)
-            if key in out:
+            # A prompt whose later calls failed cannot be replayed to the program's outputs.
+            if key in out or any(not later["format_ok"] for later in trace[index + 1:]):
                 continue
             extra = {}
             for name in columns:
                 value = inputs.get(name)
                 extra[name] = value if value is None or isinstance(value, str) else json.dumps(value)
             out[key] = {"prompt": _messages(call), "inputs": row["inputs"], **extra,
-                        "example_id": row["example_id"], "predictor": call["predictor"]}
+                        "example_id": row["example_id"], "predictor": call["predictor"], "call_index": index,
+                        "replay": replay}
     return [out[k] for k in sorted(out)]
 
 

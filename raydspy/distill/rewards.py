@@ -1,37 +1,41 @@
-"""raydspy's rewards in the shape TRL's GRPOTrainer calls: ``fn(prompts, completions, **columns) -> list``.
+"""The task's rewards in the shape TRL's GRPOTrainer calls: ``fn(prompts, completions, **columns) -> list``.
 
 TRL passes each batch's sampled ``completions`` (conversational: ``[{"role": "assistant",
-"content": str}]``, or plain strings) and every other dataset column as a keyword list; the GRPO
-export (`raydspy.distill.exports.to_grpo`) gives ``inputs``, the example as JSON. Both classes
-here are picklable (Ray ships them to the training workers) and carry a stable ``__name__``,
-under which TRL logs them.
+"content": str}]``, or plain strings), the ``prompts``, and every other dataset column as a
+keyword list; the GRPO export (`raydspy.distill.exports.to_grpo`) gives ``inputs``,
+``call_index`` and ``replay``. Each completion is scored once by a shared
+`raydspy.distill.replay.ReplayScorer` (the program replayed with the completion in place), and
+each reward function reads its own number from that score:
 
-- `GRPOFormatReward`: `raydspy.rewards.build_format_reward` of the program's signature under the
-  student's adapter (1.0 when the completion parses into every output field, else 0.0).
-- `GRPOTaskReward`: a raydspy task reward (``reward(inputs, outputs) -> float | None``, e.g.
-  `raydspy.rewards.ExactMatch`) on the adapter's parse of the completion; 0.0 when it does not
-  parse, None (TRL ignores it) when the example has no gold value.
+- ``format``: the completion parsed into its predictor's output fields under the student's
+  adapter (1.0 / 0.0); it takes the place of a task reward named ``format``, which scores the
+  same thing on the replayed rollout;
+- one function per task reward, by the reward's name: 0.0 when the completion does not parse,
+  None (TRL skips it) when the replay cannot say.
+
+The functions pickle (Ray ships them to the training workers) and carry a stable ``__name__``,
+under which TRL logs them (``rewards/<name>/mean``).
 
 Example:
     >>> from raydspy.adapters import PlainJSONAdapter
-    >>> from raydspy.programs import banking77
-    >>> sig = banking77.make_signature(banking77.top_labels(25))
-    >>> funcs = grpo_reward_funcs(sig, PlainJSONAdapter(), ExactMatch("label", "category"))
+    >>> funcs = grpo_reward_funcs("raydspy.programs.orders:program", "raydspy.programs.orders:rewards",
+    ...                           PlainJSONAdapter())
     >>> [f.__name__ for f in funcs]
-    ['format', 'exact_match']
+    ['format', 'city_match', 'quantity_match', 'item_match', 'reply_mentions']
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
-import cloudpickle
 import dspy
 
-from raydspy.rewards import ExactMatch, build_format_reward  # noqa: F401 - ExactMatch: the usual task reward
+from raydspy.distill.replay import ReplayScorer
 
-__all__ = ["GRPOFormatReward", "GRPOTaskReward", "grpo_reward_funcs", "completion_text"]
+__all__ = ["GRPOReward", "grpo_reward_funcs", "completion_text", "FORMAT"]
+
+#: The name of the format reward GRPO always trains with.
+FORMAT = "format"
 
 
 def completion_text(completion: Any) -> str:
@@ -44,55 +48,41 @@ def completion_text(completion: Any) -> str:
     return ""
 
 
-class GRPOFormatReward:
-    """1.0 per completion that parses into the signature's output fields under ``adapter``."""
+class GRPOReward:
+    """Reward ``name`` (`FORMAT` or a task reward) of each completion, read from ``scorer``'s replay."""
 
-    __name__ = "format"
-
-    def __init__(self, signature: type[dspy.Signature], adapter: dspy.Adapter):
-        self.reward = build_format_reward(signature, adapter)
-
-    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **_: Any) -> list[float]:
-        return [self.reward(completion_text(c)) for c in completions]
-
-
-class GRPOTaskReward:
-    """``reward(inputs, parsed outputs)`` per completion; ``inputs`` is the export's JSON column."""
-
-    def __init__(self, signature: type[dspy.Signature], adapter: dspy.Adapter, reward: Any, name: str | None = None):
-        self.signature = signature
-        self.adapter = adapter
-        self.reward = reward
-        self.__name__ = name or getattr(reward, "__name__", "task")
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Signatures built at run time (banking77's) only pickle by value.
-        return {"payload": cloudpickle.dumps((self.signature, self.adapter, self.reward, self.__name__))}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(*cloudpickle.loads(state["payload"]))
+    def __init__(self, scorer: ReplayScorer, name: str):
+        self.scorer = scorer
+        self.__name__ = name
 
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (),
-                 inputs: Sequence[str] | None = None, **_: Any) -> list[float | None]:
-        if inputs is None:
-            raise ValueError("the task reward needs the dataset's `inputs` column (the GRPO export has it)")
+                 inputs: Sequence[str] | None = None, call_index: Sequence[int] | None = None,
+                 replay: Sequence[str] | None = None, **_: Any) -> list[float | None]:
+        if inputs is None or call_index is None or replay is None:
+            raise ValueError("GRPO rewards need the export's `inputs`, `call_index` and `replay` columns: "
+                             "export the prompts with `raydspy export grpo`")
+        prompts = prompts if prompts is not None else [None] * len(completions)
         scores: list[float | None] = []
-        for completion, example in zip(completions, inputs, strict=True):
-            try:
-                outputs = self.adapter.parse(self.signature, completion_text(completion))
-            except Exception:  # noqa: BLE001 - any parse failure scores 0, as in the format reward
-                scores.append(0.0)
-                continue
-            value = self.reward(json.loads(example), outputs)
-            scores.append(None if value is None else float(value))
+        for prompt, completion, example, index, recorded in zip(prompts, completions, inputs, call_index, replay,
+                                                                strict=True):
+            row = {"inputs": example, "call_index": index, "replay": recorded,
+                   "prompt": prompt if isinstance(prompt, list) else None}
+            score = self.scorer.score(row, completion_text(completion))
+            scores.append(score.format if self.__name__ == FORMAT else score.rewards.get(self.__name__))
         return scores
 
+    def __repr__(self) -> str:
+        return f"GRPOReward({self.__name__})"
 
-def grpo_reward_funcs(signature: type[dspy.Signature], adapter: dspy.Adapter,
-                      task_reward: Any | None = None) -> list[Any]:
-    """``[format reward, task reward]`` (the task one only when given), for ``GRPOTrainer(reward_funcs=...)``."""
-    funcs: list[Any] = [GRPOFormatReward(signature, adapter)]
-    if task_reward is not None:
-        funcs.append(GRPOTaskReward(signature, adapter, task_reward))
-    return funcs
 
+def grpo_reward_funcs(program: Any, rewards: Any, adapter: dspy.Adapter) -> list[GRPOReward]:
+    """``[format, *task rewards]`` for ``GRPOTrainer(reward_funcs=...)``, sharing one `ReplayScorer`.
+
+    Args:
+        program: the task's program (``MODULE:ATTR`` or ``dspy.Module``).
+        rewards: the task's rewards (spec, function, ``{name: fn}``, DSPy metric) or None.
+        adapter: the student's adapter (the one whose prompts the export recorded).
+    """
+    scorer = ReplayScorer(program, rewards, adapter)
+    names = [FORMAT, *(n for n in scorer.reward_names if n != FORMAT)]
+    return [GRPOReward(scorer, name) for name in names]

@@ -13,7 +13,8 @@ SFT trains on the export's ``messages`` split into ``prompt`` (system, user, …
 long instructions every example repeats; with ``shared_prefix`` the prompt prefix the rows of a
 batch share is computed once per step, not once per row (`raydspy.distill.shared_prefix`, exact).
 GRPO samples ``num_generations`` completions per prompt and scores them with the format reward and
-the task reward (`raydspy.distill.rewards`).
+each of the task's rewards, replaying the prompt's rollout with the completion in place
+(`raydspy.distill.rewards`, `raydspy.distill.replay`): any program, one predictor or several.
 
 Example (after ``ray.init()``):
     >>> config = TrainConfig.from_yaml("jobs/configs/sft-cpu.yaml", dataset="datasets/sft")  # doctest: +SKIP
@@ -32,7 +33,7 @@ from typing import Any, Callable, Literal
 
 import pyarrow.fs as pafs
 
-from raydspy.distill.config import TrainConfig
+from raydspy.distill.config import GRPOSettings, TrainConfig
 from raydspy.embedded import resolve_model_source
 from raydspy.errors import ConfigError
 from raydspy.storage import StorageOptions, resolve
@@ -79,6 +80,8 @@ def run_training(method: Method, config: TrainConfig, storage: StorageOptions | 
 
     if method not in ("sft", "grpo"):
         raise ConfigError(f"method must be 'sft' or 'grpo', got {method!r}")
+    if method == "grpo":
+        config = config.model_copy(update={"grpo": resolve_grpo(config)})
     # Resolved on the driver: the embedded model converts once here, not once per worker; and
     # local paths become absolute, since Ray Train workers do not run in the driver's directory.
     model_path = str(resolve_model_source(config.model))
@@ -98,6 +101,8 @@ def run_training(method: Method, config: TrainConfig, storage: StorageOptions | 
                             resources_per_worker={"CPU": config.cpus_per_worker})
     from raydspy.distill.progress import ProgressFeed
 
+    if method == "grpo":  # before any worker starts: the replay must reproduce the export's prompts
+        grpo_scorer(config).check(_first_rows(config.dataset, storage))
     loop_config = {"method": method, "config": config.model_dump(), "model_path": model_path, "storage": storage}
     with contextlib.ExitStack() as stack:
         if on_progress is not None:
@@ -208,20 +213,60 @@ def prompt_completion(dataset):
                        remove_columns=dataset.column_names)
 
 
-def grpo_rewards(config: TrainConfig) -> list[Any]:
-    """The GRPO reward functions of ``config``: the program's format reward under the student's
-    adapter (`PlainJSONAdapter`) and exact match of ``answer_field`` against ``gold_field``."""
-    from raydspy.adapters import PlainJSONAdapter
-    from raydspy.distill.rewards import grpo_reward_funcs
-    from raydspy.rewards import ExactMatch
-    from raydspy.specs import load_program
+def resolve_grpo(config: TrainConfig) -> GRPOSettings:
+    """``config.grpo`` with its task resolved: ``program`` and ``rewards`` filled from the task
+    where unset, the task's reward weights under GRPO's own. Done on the driver, so workers
+    neither read the task file nor write a preset's data.
 
-    program = load_program(config.grpo.program)
-    predictors = program.predictors()
-    if len(predictors) != 1:
-        raise ConfigError(f"GRPO rewards need a program with one predictor; {config.grpo.program} has {len(predictors)}")
-    return grpo_reward_funcs(predictors[0].signature, PlainJSONAdapter(),
-                             ExactMatch(config.grpo.answer_field, config.grpo.gold_field))
+    Raises:
+        ConfigError: no ``grpo`` section, or a task that does not load.
+    """
+    from raydspy.task import load_task
+
+    grpo = config.grpo
+    if grpo is None:
+        raise ConfigError("GRPO needs a `grpo` section naming the task (or program and rewards): "
+                          "grpo: {task: my-task.yaml}, or `raydspy train grpo --task ...`")
+    if grpo.task is None:
+        return grpo
+    task = load_task(grpo.task)
+    return grpo.model_copy(update={"program": grpo.program or task.program, "rewards": grpo.rewards or task.rewards,
+                                   "reward_weights": {**task.reward_weights, **grpo.reward_weights}})
+
+
+def _student_adapter(grpo: GRPOSettings):
+    from raydspy.distill.evaluate import adapter_for
+
+    return adapter_for(grpo.adapter)
+
+
+def grpo_scorer(config: TrainConfig):
+    """The `raydspy.distill.replay.ReplayScorer` of a resolved GRPO config."""
+    from raydspy.distill.replay import ReplayScorer
+
+    return ReplayScorer(config.grpo.program, config.grpo.rewards, _student_adapter(config.grpo))
+
+
+def grpo_rewards(config: TrainConfig) -> list[Any]:
+    """The GRPO reward functions of a resolved config (`resolve_grpo`): the format reward of each
+    completion under the student's adapter and each of the task's rewards, scored by replaying
+    the completion's rollout (`raydspy.distill.rewards`)."""
+    from raydspy.distill.rewards import grpo_reward_funcs
+
+    return grpo_reward_funcs(config.grpo.program, config.grpo.rewards, _student_adapter(config.grpo))
+
+
+def _first_rows(uri: str, storage: StorageOptions | None, count: int = 8) -> list[dict[str, Any]]:
+    """The first ``count`` rows of an export, read on the driver (pyarrow, no datasets)."""
+    import pyarrow.dataset as pads
+
+    from raydspy.commits import committed_files
+
+    location = resolve(uri, storage)
+    files = committed_files(location)
+    if not files:
+        raise ConfigError(f"no training rows under {uri!r}: run `raydspy export grpo` first")
+    return pads.dataset(files, filesystem=location.filesystem, format="parquet").head(count).to_pylist()
 
 
 def _report_final(trainer, tokenizer) -> None:

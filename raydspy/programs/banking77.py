@@ -70,9 +70,11 @@ def rewards() -> dict[str, object]:
     return {"exact_match": ExactMatch("label", GOLD_FIELD), "format": FormatCompliance()}
 
 
-def write_sample(path: str | Path, *, split: str = "train", num_labels: int = 25, size: int = 100, seed: int = 0) -> Path:
-    """Write a shuffled sample of ``size`` rows whose gold label is among the top ``num_labels``
-    to a CSV at ``path`` (columns ``text,category``). Same arguments, same file.
+def write_sample(path: str | Path, *, split: str = "train", num_labels: int = 25, size: int | None = 100,
+                 seed: int = 0) -> Path:
+    """Write a shuffled sample of ``size`` rows (None: all) whose gold label is among the top
+    ``num_labels`` to a CSV at ``path`` (columns ``text,category``). Same arguments, same file;
+    a smaller ``size`` gives the first rows of a larger one.
 
     Returns:
         ``path``.
