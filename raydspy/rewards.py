@@ -205,8 +205,9 @@ class RewardSet:
     """Named reward functions and their combination.
 
     Args:
-        rewards: None, one function, or ``{name: function}``. A single function is named by its
-            ``__name__`` (``"reward"`` for lambdas).
+        rewards: None, one function, ``{name: function}``, or another `RewardSet`. A single
+            function is named by its ``__name__`` (``"reward"`` for lambdas); DSPy metrics are
+            adapted (`DSPyMetric`).
         weights: ``{name: weight}``; the combined reward is ``sum(w * r) / sum(w)`` over the
             rewards that returned a value (default: all weights 1, the plain mean).
 
@@ -219,6 +220,8 @@ class RewardSet:
         rewards: RewardFn | Mapping[str, RewardFn] | None = None,
         weights: Mapping[str, float] | None = None,
     ):
+        if isinstance(rewards, RewardSet):  # a set passes through, with its weights unless given
+            rewards, weights = rewards.functions, weights if weights is not None else rewards.weights
         if rewards is None:
             rewards = {}
         elif callable(rewards):

@@ -84,7 +84,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                             "trained --model with another seed sees other rows first")
     train.add_argument("--task", default=None,
                        help="grpo: the task (preset or task YAML) whose program and rewards score the completions "
-                            "(overrides the config's grpo.task, program and rewards)")
+                            "(replaces the config's grpo.task, program, rewards and reward_weights)")
     train.add_argument("--copy-to", default=None, help="also copy the final model to this local folder")
     _common(train)
 
@@ -177,8 +177,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
                                    name=args.name, max_steps=args.max_steps, seed=args.seed)
     if getattr(args, "task", None):
         grpo = config.grpo or GRPOSettings(task=args.task)
+        # The config's program, rewards and their weights belong to its own task.
         config = config.model_copy(update={"grpo": grpo.model_copy(update={"task": args.task, "program": None,
-                                                                           "rewards": None})})
+                                                                           "rewards": None, "reward_weights": {}})})
     return config
 
 

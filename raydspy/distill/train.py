@@ -34,6 +34,7 @@ from typing import Any, Callable, Literal
 import pyarrow.fs as pafs
 
 from raydspy.distill.config import GRPOSettings, TrainConfig
+from raydspy.distill.rewards import FORMAT
 from raydspy.embedded import resolve_model_source
 from raydspy.errors import ConfigError
 from raydspy.storage import StorageOptions, resolve
@@ -101,8 +102,13 @@ def run_training(method: Method, config: TrainConfig, storage: StorageOptions | 
                             resources_per_worker={"CPU": config.cpus_per_worker})
     from raydspy.distill.progress import ProgressFeed
 
-    if method == "grpo":  # before any worker starts: the replay must reproduce the export's prompts
-        grpo_scorer(config).check(_first_rows(config.dataset, storage))
+    if method == "grpo":  # before any worker starts: the weights name rewards, the replay reproduces the prompts
+        scorer = grpo_scorer(config)
+        unknown = sorted(set(config.grpo.reward_weights) - {FORMAT, *scorer.reward_names})
+        if unknown:
+            raise ConfigError(f"grpo.reward_weights names {unknown}, which are not rewards of the task; "
+                              f"its rewards: {[FORMAT, *scorer.reward_names]}")
+        scorer.check(_first_rows(config.dataset, storage))
     loop_config = {"method": method, "config": config.model_dump(), "model_path": model_path, "storage": storage}
     with contextlib.ExitStack() as stack:
         if on_progress is not None:
