@@ -184,38 +184,3 @@ def summarize_committed(location: Location, files: list[str] | None = None, *, e
         seen.update(ids)
         tally.add(table if len(fresh) == len(ids) else table.take(fresh))
     return tally.result(elapsed_s=elapsed_s, files=files, output_uri=location.uri), duplicates
-
-
-def read_rollouts(location: Location, files: list[str] | None = None) -> pa.Table:
-    """Every committed rollout row under ``location`` (or in ``files``), one per rollout id, as
-    one `ROLLOUT_SCHEMA` table (see `raydspy.commits.read_committed`).
-
-    Raises:
-        StorageError: the files cannot be listed or read.
-    """
-    return read_committed(location, files)[0]
-
-
-def summarize(table: pa.Table, *, elapsed_s: float = 0.0, files: list[str] | None = None, output_uri: str = "") -> RunSummary:
-    """Summarise a table of rollout rows."""
-    errors = [e for e in table.column("error").to_pylist() if e is not None]
-    by_type = collections.Counter(e.split(":", 1)[0] for e in errors)
-    rewards = table.column("reward")
-    fmt = table.column("format_ok").drop_null()
-    tokens = pc.sum(pc.list_flatten(table.column("trace")).combine_chunks().field("completion_tokens")).as_py() if table.num_rows else 0
-    named: dict[str, list[float]] = collections.defaultdict(list)
-    for pairs in table.column("rewards").to_pylist():
-        for name, value in pairs or []:
-            named[name].append(value)
-    return RunSummary(
-        rows=table.num_rows,
-        error_rows=len(errors),
-        errors_by_type=dict(by_type.most_common()),
-        mean_reward=pc.mean(rewards).as_py() if rewards.null_count < len(rewards) else None,
-        reward_means={name: sum(v) / len(v) for name, v in sorted(named.items())},
-        format_rate=pc.mean(fmt.cast(pa.float64())).as_py() if len(fmt) else None,
-        completion_tokens=int(tokens or 0),
-        elapsed_s=elapsed_s,
-        files=list(files or []),
-        output_uri=output_uri,
-    )

@@ -28,9 +28,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from raydspy.configfile import read_yaml_model
 from raydspy.errors import ConfigError
 
 __all__ = ["TaskSpec", "Decoding", "load_task", "PRESETS"]
@@ -76,14 +76,7 @@ class TaskSpec(BaseModel):
         Raises:
             ConfigError: the file is missing, not YAML, or not a valid task (the message says why).
         """
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read task file {str(path)!r}: {e}") from e
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            raise ConfigError(f"invalid task file {str(path)!r}: {e}") from e
+        return read_yaml_model(cls, path, "task file")
 
     def teacher_defaults(self) -> dict[str, Any]:
         """The teacher settings this task sets (``temperature``, ``max_tokens``, ...), unset ones left out."""

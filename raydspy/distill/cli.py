@@ -65,8 +65,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--min-reward", type=float, default=1.0,
                         help="sft: keep rollouts whose reward is at least this (rejection sampling; default: %(default)s)")
     export.add_argument("--reward", default=None, help="sft/dpo: use this named reward instead of the combined one")
-    export.add_argument("--columns", nargs="*", default=None,
-                        help="grpo: example fields copied as columns for the reward functions (default: category)")
+    export.add_argument("--columns", nargs="*", default=[],
+                        help="grpo: example fields also copied as string columns, for TRL reward functions of your "
+                             "own (raydspy's GRPO rewards read the whole example from `inputs`)")
     _common(export)
 
     train = sub.add_parser("train", help="train the student on Ray Train with TRL (SFT or GRPO)",
@@ -158,8 +159,7 @@ def _export(args, init_ray, console) -> int:
     elif args.kind == "dpo":
         summary = exports.to_dpo(args.rollouts, args.output, reward=args.reward, storage=storage)
     else:
-        columns = ["category"] if args.columns is None else args.columns
-        summary = exports.to_grpo(args.rollouts, args.output, columns=columns, storage=storage)
+        summary = exports.to_grpo(args.rollouts, args.output, columns=args.columns, storage=storage)
     console.print(f"{summary.kind}: {summary.rows} rows from {summary.rollouts} rollouts -> {summary.output_uri} "
                   f"({time.perf_counter() - started:.1f} s)")
     return 0

@@ -15,11 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from raydspy.configfile import read_yaml_model
 from raydspy.embedded import EMBEDDED_URI
-from raydspy.errors import ConfigError
 
 __all__ = ["LoraSettings", "GRPOSettings", "TrainConfig"]
 
@@ -120,12 +119,4 @@ class TrainConfig(BaseModel):
         Raises:
             ConfigError: the file is missing, not YAML, or not a valid config (the message lists why).
         """
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read training config {str(path)!r}: {e}") from e
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            raise ConfigError(f"invalid training config {str(path)!r}: {e}") from e
+        return read_yaml_model(cls, path, "training config", overrides)
