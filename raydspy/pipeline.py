@@ -392,8 +392,12 @@ def run_pipeline(
     done = committed_rollout_ids(output)
     runner = _runner(program, teacher, rewards, reward_weights, config.id_field, config.dry_run)
     planner = runner.planner
-    planned_ids = (planner.rollout_id(ex_id, i) for ex_id in checked.example_ids for i in range(config.n))
-    resumed = sum(1 for rid in planned_ids if rid in done)
+
+    def planned_in(ids: frozenset[str] | set[str]) -> int:
+        """How many of this run's planned rollouts ``ids`` holds."""
+        return sum(planner.rollout_id(ex_id, i) in ids for ex_id in checked.example_ids for i in range(config.n))
+
+    resumed = planned_in(done)
     progress = RunProgress(planned=len(checked.example_ids) * config.n, resumed=resumed)
     logger.info("%d rollouts planned, %d already committed under %s", progress.planned, resumed, output.uri)
     if on_start is not None:
@@ -442,8 +446,11 @@ def run_pipeline(
     stats.context._max_num_blocks_in_streaming_gen_buffer = config.num_actors * (config.threads_per_actor + 1)
     stopped = _follow(stats, progress, config, on_progress) if progress.remaining > 0 else None
     summary, duplicates = summarize_committed(output, elapsed_s=progress.elapsed_s)
+    new_rows = progress.committed
+    if stopped:  # batches in flight when the run stopped commit after it: count what the output holds
+        new_rows = planned_in(committed_rollout_ids(output)) - progress.resumed
     return replace(
-        summary, planned=progress.planned, resumed=progress.resumed, new_rows=progress.committed,
+        summary, planned=progress.planned, resumed=progress.resumed, new_rows=new_rows,
         deferred=progress.deferred, duplicate_rows=duplicates, invalid_rows=len(checked.invalid),
         invalid_file=invalid_file, stopped=stopped,
     )

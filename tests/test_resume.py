@@ -285,3 +285,19 @@ def test_every_thread_stays_busy_until_the_work_runs_out(ray_local, tmp_path, re
     assert mean >= 0.75 * 6, f"mean in flight {mean:.2f} of 6; requests started at {starts} s"
     # Commits are batched apart from the calls: 4 examples x 2 rollouts a file.
     assert [pq.read_metadata(f).num_rows for f in committed_files(resolve(config.output_uri))] == [8, 8, 8]
+
+
+def test_a_run_stopped_by_its_error_budget_summarises_what_its_output_holds(ray_local, tmp_path):
+    # Every completion fails to parse: the rollouts are rows (with their error), committed while
+    # the driver decides to stop, and more commit after it (the batches in flight). Every figure
+    # of the summary must agree with the output.
+    config = PipelineConfig(input_uri=str(_questions(tmp_path / "q.jsonl", 300)), output_uri=str(tmp_path / "out"),
+                            batch_size=2, num_actors=2, threads_per_actor=8, max_error_rate=0.5)
+    with FakeOpenAI(reply=lambda request, k: "no format at all") as server:
+        summary = run_pipeline(QA(), _teacher(server.url), config)
+    assert summary.stopped and summary.stopped.startswith("error budget exceeded")
+    rows = _rows(str(tmp_path / "out"))
+    assert summary.rows == len(rows) == summary.new_rows == summary.error_rows > 0
+    assert summary.resumed == 0 and summary.planned == 300
+    assert summary.missing == summary.planned - summary.new_rows > 0
+    assert summary.errors_by_type == {"AdapterParseError": len(rows)}
