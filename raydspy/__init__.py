@@ -1,33 +1,53 @@
 """raydspy: rollouts of DSPy programs on a vLLM teacher, at Ray scale, for distillation.
 
 In one process, `Collect` (the seed API). On a Ray cluster, `run_pipeline` with a `TeacherConfig`
-and a `PipelineConfig`. Rows follow `ROLLOUT_SCHEMA`.
+and a `PipelineConfig`. Rows follow `ROLLOUT_SCHEMA`. A `TaskSpec` names the program, rewards and
+data that every step of the loop reads.
+
+The names below are imported on first use (PEP 562), so ``import raydspy`` and ``raydspy --help``
+do not load DSPy or Ray Data until a command needs them.
 """
 
-from raydspy.collect import Collect
-from raydspy.errors import ConfigError, InputError, RaydspyError, StorageError, TeacherUnreachableError
-from raydspy.pipeline import PipelineConfig, run_pipeline
-from raydspy.rewards import ExactMatch, FormatCompliance, RewardSet, build_format_reward
-from raydspy.rollouts import ROLLOUT_SCHEMA
-from raydspy.storage import StorageOptions
-from raydspy.summary import RunSummary
-from raydspy.teacher import TeacherConfig
+from __future__ import annotations
 
-__all__ = [
-    "Collect",
-    "build_format_reward",
-    "ExactMatch",
-    "FormatCompliance",
-    "RewardSet",
-    "run_pipeline",
-    "PipelineConfig",
-    "TeacherConfig",
-    "StorageOptions",
-    "RunSummary",
-    "ROLLOUT_SCHEMA",
-    "RaydspyError",
-    "ConfigError",
-    "InputError",
-    "StorageError",
-    "TeacherUnreachableError",
-]
+from typing import TYPE_CHECKING
+
+from raydspy._lazy import lazy_exports
+
+_EXPORTS = {
+    "Collect": "raydspy.collect",
+    "build_format_reward": "raydspy.rewards",
+    "ExactMatch": "raydspy.rewards",
+    "FormatCompliance": "raydspy.rewards",
+    "RewardSet": "raydspy.rewards",
+    "DSPyMetric": "raydspy.rewards",
+    "run_pipeline": "raydspy.pipeline",
+    "PipelineConfig": "raydspy.pipeline",
+    "TeacherConfig": "raydspy.teacher",
+    "TaskSpec": "raydspy.task",
+    "load_task": "raydspy.task",
+    "StorageOptions": "raydspy.storage",
+    "RunSummary": "raydspy.summary",
+    "ROLLOUT_SCHEMA": "raydspy.rollouts",
+    "RaydspyError": "raydspy.errors",
+    "ConfigError": "raydspy.errors",
+    "InputError": "raydspy.errors",
+    "StorageError": "raydspy.errors",
+    "TeacherUnreachableError": "raydspy.errors",
+}
+
+__all__ = list(_EXPORTS)
+
+if TYPE_CHECKING:
+    from raydspy.collect import Collect
+    from raydspy.errors import ConfigError, InputError, RaydspyError, StorageError, TeacherUnreachableError
+    from raydspy.pipeline import PipelineConfig, run_pipeline
+    from raydspy.rewards import DSPyMetric, ExactMatch, FormatCompliance, RewardSet, build_format_reward
+    from raydspy.rollouts import ROLLOUT_SCHEMA
+    from raydspy.storage import StorageOptions
+    from raydspy.summary import RunSummary
+    from raydspy.task import TaskSpec, load_task
+    from raydspy.teacher import TeacherConfig
+
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

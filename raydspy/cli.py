@@ -18,7 +18,7 @@ import threading
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 # Before anything imports litellm (through dspy): without internet it would retry fetching its
 # model cost map for seconds; the copy bundled with litellm is enough for raydspy.
@@ -29,11 +29,12 @@ from rich.table import Table
 
 from raydspy.cli_common import add_task_args, task_from_args
 from raydspy.distill import cli as distill_cli
+from raydspy.embedded import DEFAULT_TEACHER_URL, EMBEDDED_MODEL_ID
 from raydspy.errors import RaydspyError
-from raydspy.progress import RunProgressBar
-from raydspy.storage import StorageOptions
-from raydspy.summary import RunSummary
-from raydspy.teacher import DEFAULT_TEACHER_URL, EMBEDDED_TEACHER_MODEL, TeacherConfig
+
+if TYPE_CHECKING:  # heavy (Ray Data, DSPy): imported by the commands that run, not by --help
+    from raydspy.summary import RunSummary
+    from raydspy.teacher import TeacherConfig
 
 console = Console(stderr=True)
 
@@ -58,7 +59,7 @@ examples:
 def _teacher_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("teacher (any OpenAI-compatible endpoint)")
     g.add_argument("--teacher-url", default=DEFAULT_TEACHER_URL, help="base URL ending in /v1 (default: %(default)s)")
-    g.add_argument("--teacher-model", default=EMBEDDED_TEACHER_MODEL, help="model name it serves (default: %(default)s)")
+    g.add_argument("--teacher-model", default=EMBEDDED_MODEL_ID, help="model name it serves (default: %(default)s)")
     g.add_argument("--api-key", default=os.environ.get("RAYDSPY_TEACHER_API_KEY", "not-needed"),
                    help="bearer token (default: $RAYDSPY_TEACHER_API_KEY)")
     g.add_argument("--temperature", type=float, default=None, help="sampling temperature; > 0 for distinct rollouts (default 1.0)")
@@ -205,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _collect(args: argparse.Namespace) -> int:
     from raydspy.pipeline import PipelineConfig, run_pipeline
+    from raydspy.progress import RunProgressBar
+    from raydspy.storage import StorageOptions
 
     task = task_from_args(args, need=("program", "input"))
     program, rewards = task.program, task.rewards
@@ -305,6 +308,8 @@ def _teacher_up(args: argparse.Namespace) -> int:
 
 def _teacher(args: argparse.Namespace, settings: dict) -> TeacherConfig:
     """The teacher of the command line, unset flags taken from ``settings`` (the task's)."""
+    from raydspy.teacher import TeacherConfig
+
     def pick(name: str, default):
         value = getattr(args, name)
         return value if value is not None else settings.get(name, default)

