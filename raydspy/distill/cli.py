@@ -294,7 +294,7 @@ def _evaluate(args, init_ray, console) -> int:
     finally:
         if deployed:
             serve.shutdown()
-    paths = write_report(results, output, title=f"{task.name}: {task.held_out}")
+    paths = write_report(results, output, title=f"{task.name}: {Path(task.held_out).name}")
     console.print(paths["markdown"].read_text())
     console.print(f"report: {paths['markdown']}, {paths['chart']}")
     return 0
