@@ -32,6 +32,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import cloudpickle
 import dspy
 
 from raydspy.rewards import RewardSet
@@ -114,14 +115,13 @@ class ReplayScorer:
         self._mismatch_reported = False
 
     def __getstate__(self) -> dict[str, Any]:
-        import cloudpickle
-
+        # Programs and rewards built at run time (string signatures) pickle only by value.
         return {"payload": cloudpickle.dumps((self.program, self.reward_spec, self.adapter, self.reward_weights,
                                               self.cache_size))}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.program, self.reward_spec, self.adapter, self.reward_weights, self.cache_size = \
-            __import__("cloudpickle").loads(state["payload"])
+        self.program, self.reward_spec, self.adapter, self.reward_weights, self.cache_size = cloudpickle.loads(
+            state["payload"])
         self._setup()
 
     @property
