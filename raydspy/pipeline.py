@@ -15,7 +15,8 @@ driver follows the run from the stream of per-batch counts.
                 actor, so they stay in flight until fewer than A × T rollouts are left
               └─ map_batches(RolloutCommitter, ActorPoolStrategy(size=1), batch_size=B × n)
                     B × n finished rollouts → one committed part file (`raydspy.commits`);
-                    returns one row of counts
+                    returns one row of counts; once the driver stops a run, its `CommitGate`
+                    admits no more commits, and the driver waits for those admitted
                   └─ iter_batches (driver)         progress, the error budget, Ctrl-C
 
 Why a rollout per call and commits apart: with blocks of several rollouts held by one actor, an
@@ -44,12 +45,12 @@ from typing import Any, Callable, Iterator, Mapping
 
 import dspy
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 import ray.data
 from pydantic import BaseModel, ConfigDict, Field
 
-from raydspy.commits import commit_rollouts, committed_rollout_ids
+from raydspy.commits import committed_rollout_ids
+from raydspy.committer import DEFERRED, CommitGate, RolloutCommitter, close_gate
 from raydspy.errors import ConfigError, InputError, RaydspyError
 from raydspy.inputs import check_columns, read_examples
 from raydspy.metrics import RolloutMetrics
@@ -75,22 +76,8 @@ BUDGET_MIN_ROLLOUTS = 20
 #: A planned rollout's extra columns beside the example's own (dropped before the program sees it).
 _EXAMPLE_ID, _ROLLOUT_INDEX, _ROLLOUT_ID = "__raydspy_example_id", "__raydspy_rollout_index", "__raydspy_rollout_id"
 _PLAN_COLUMNS = (_EXAMPLE_ID, _ROLLOUT_INDEX, _ROLLOUT_ID)
-#: A finished rollout's extra column: the teacher never answered (not committed; the next run does it).
-_DEFERRED = "__raydspy_deferred"
 #: Logical CPUs of the planner and committer actors (light work: ids, one Parquet file at a time).
 HELPER_NUM_CPUS = 0.25
-
-_BATCH_STATS = pa.schema([
-    ("file", pa.string()),
-    ("committed", pa.int64()),
-    ("errors", pa.int64()),
-    ("deferred", pa.int64()),
-    ("reward_sum", pa.float64()),
-    ("reward_count", pa.int64()),
-    ("completion_tokens", pa.int64()),
-    ("last_error", pa.string()),
-])
-
 
 class PipelineConfig(BaseModel):
     """How one distributed collection run is laid out."""
@@ -249,7 +236,7 @@ class CollectWorker:
 
     Built once per actor: imports the program and builds the teacher LM. Ray Data runs up to
     ``threads_per_actor`` calls at once, each on its own thread; a call runs its rollouts one after
-    another. The rows returned are `ROLLOUT_SCHEMA` plus a boolean ``_DEFERRED`` column: True for
+    another. The rows returned are `ROLLOUT_SCHEMA` plus a boolean ``DEFERRED`` column: True for
     a rollout the teacher never answered, which `RolloutCommitter` leaves uncommitted.
     """
 
@@ -275,39 +262,7 @@ class CollectWorker:
         self.metrics.started(len(jobs))
         results = self.runner.run_jobs(jobs, n=self.n, num_threads=1, on_result=self.metrics.finished)
         table = records_to_table([r.record for r in results])
-        return table.append_column(_DEFERRED, pa.array([r.transient for r in results], pa.bool_()))
-
-
-class RolloutCommitter:
-    """A Ray Data actor: finished rollouts (`CollectWorker` rows) in, one committed part file of
-    those the teacher answered, and one row of counts (`_BATCH_STATS`) for the driver, out.
-
-    An actor rather than tasks: one process, started with the pool, instead of a worker started
-    (and DSPy imported) for every few commits, on CPUs the teacher needs.
-
-    Raises:
-        StorageError: storage still failing after `raydspy.commits`' retries.
-    """
-
-    def __init__(self, output: Location):
-        self.output = output
-        self.metrics = RolloutMetrics(run=output.uri)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        deferred = batch.column(_DEFERRED)
-        kept = batch.filter(pc.invert(deferred)).drop_columns([_DEFERRED])
-        path = commit_rollouts(self.output, kept)
-        self.metrics.committed(kept.num_rows)
-        rewards = pc.drop_null(kept.column("reward"))
-        errors = pc.drop_null(batch.column("error"))
-        tokens = pc.struct_field(pc.list_flatten(kept.column("trace")), "completion_tokens")
-        row = {
-            "file": path, "committed": kept.num_rows, "errors": kept.num_rows - kept.column("error").null_count,
-            "deferred": batch.num_rows - kept.num_rows, "reward_sum": float(pc.sum(rewards).as_py() or 0.0),
-            "reward_count": len(rewards), "completion_tokens": int(pc.sum(tokens).as_py() or 0),
-            "last_error": errors[-1].as_py() if len(errors) else None,
-        }
-        return pa.Table.from_pylist([row], schema=_BATCH_STATS)
+        return table.append_column(DEFERRED, pa.array([r.transient for r in results], pa.bool_()))
 
 
 def _runner(program: str | dspy.Module, teacher: TeacherConfig, rewards: Any, reward_weights: Any,
@@ -429,9 +384,11 @@ def run_pipeline(
         ),
         num_cpus=config.actor_num_cpus,
     )
+    gate = CommitGate.remote()
     # Ray Data bundles the actors' small blocks until a batch holds batch_size × n rollouts.
     stats = rollouts.map_batches(
-        RolloutCommitter, fn_constructor_kwargs={"output": output}, batch_size=config.batch_size * config.n,
+        RolloutCommitter, fn_constructor_kwargs={"output": output, "gate": gate},
+        batch_size=config.batch_size * config.n,
         batch_format="pyarrow", num_cpus=HELPER_NUM_CPUS,
         # A few commits at once: an object store's PUT takes tens of milliseconds.
         compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=4, enable_true_multi_threading=True),
@@ -444,10 +401,13 @@ def run_pipeline(
     # repartition's 1-rollout blocks out a couple per scheduling step: too slow to refill
     # A × T threads. Let it run a whole wave ahead (tiny blocks: a few KiB each).
     stats.context._max_num_blocks_in_streaming_gen_buffer = config.num_actors * (config.threads_per_actor + 1)
-    stopped = _follow(stats, progress, config, on_progress) if progress.remaining > 0 else None
+    try:
+        stopped = _follow(stats, progress, config, on_progress) if progress.remaining > 0 else None
+    finally:  # a stopped run's batches in flight: the admitted ones land, the rest wait for the next run
+        close_gate(gate)
     summary, duplicates = summarize_committed(output, elapsed_s=progress.elapsed_s)
     new_rows = progress.committed
-    if stopped:  # batches in flight when the run stopped commit after it: count what the output holds
+    if stopped:  # batches the driver never saw committed before the gate closed: count what the output holds
         new_rows = planned_in(committed_rollout_ids(output)) - progress.resumed
     return replace(
         summary, planned=progress.planned, resumed=progress.resumed, new_rows=new_rows,
