@@ -63,11 +63,20 @@ def _serve(port_box, delay_s: float) -> None:
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
             time.sleep(delay_s)
-            self._send(json.dumps({
-                "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1170, "completion_tokens": 20, "total_tokens": 1190},
-            }).encode())
+            self._send(
+                json.dumps(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": "fake",
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}
+                        ],
+                        "usage": {"prompt_tokens": 1170, "completion_tokens": 20, "total_tokens": 1190},
+                    }
+                ).encode()
+            )
 
     class Server(ThreadingHTTPServer):
         request_queue_size = 512
@@ -129,31 +138,43 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-
     import teacher_bench as tb
+
     from raydspy.programs import banking77
-    from raydspy.teacher import TeacherConfig
+    from raydspy.teacher.client import TeacherConfig
 
     box = multiprocessing.Queue()
     server = multiprocessing.Process(target=_serve, args=(box, args.delay), daemon=True)
     server.start()
     url = f"http://127.0.0.1:{box.get(timeout=30)}/v1"
     meter = CpuMeter(exclude=server.pid)
-    teacher = TeacherConfig(base_url=url, model="fake", structured_outputs=True, temperature=1.0, max_tokens=192,
-                            cache=False)
+    teacher = TeacherConfig(
+        base_url=url, model="fake", structured_outputs=True, temperature=1.0, max_tokens=192, cache=False
+    )
     work = Path(tempfile.mkdtemp())
     large = args.requests * args.scale
     input_csv = str(banking77.write_sample(work / "in.csv", size=large, seed=7))
     examples = list(csv.DictReader(open(input_csv)))
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-                                       "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
+    ray.init(
+        address="local",
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {
+                "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            }
+        },
+    )
     bodies = tb.formatted_requests(examples, teacher)
     contenders = {
         "async-client": lambda k: asyncio.run(tb._limit(bodies[:k], url, 64)),
         "parallel-64": lambda k: tb.parallel(examples[:k], teacher, 64),
-        **{f"pipeline-{r}": (lambda k, r=int(r): tb.pipeline(input_csv, teacher, k, rollouts_per_call=r))
-           for r in args.layouts.split(",")},
+        **{
+            f"pipeline-{r}": (lambda k, r=int(r): tb.pipeline(input_csv, teacher, k, rollouts_per_call=r))
+            for r in args.layouts.split(",")
+        },
     }
     rows = []
     for name, run in contenders.items():
@@ -163,19 +184,34 @@ def main() -> None:
             before, started = meter.total(), time.perf_counter()
             measure = run(count)
             seconds, cpu = time.perf_counter() - started, meter.total() - before
-            row[size] = {"requests": measure.requests, "seconds": round(seconds, 1), "cpu_s": round(cpu, 1),
-                         "cpu_ms_per_rollout": round(1000 * cpu / measure.requests, 1)}
+            row[size] = {
+                "requests": measure.requests,
+                "seconds": round(seconds, 1),
+                "cpu_s": round(cpu, 1),
+                "cpu_ms_per_rollout": round(1000 * cpu / measure.requests, 1),
+            }
         extra = row["large"]["requests"] - row["small"]["requests"]
         row["marginal_cpu_ms_per_rollout"] = round(1000 * (row["large"]["cpu_s"] - row["small"]["cpu_s"]) / extra, 1)
         row["fixed_cpu_s"] = round(row["small"]["cpu_s"] - row["marginal_cpu_ms_per_rollout"] * args.requests / 1000, 1)
         rows.append(row)
-        print(f"{name:14s} small {row['small']}  large {row['large']}  marginal "
-              f"{row['marginal_cpu_ms_per_rollout']} CPU-ms/rollout, fixed {row['fixed_cpu_s']} CPU-s", flush=True)
+        print(
+            f"{name:14s} small {row['small']}  large {row['large']}  marginal "
+            f"{row['marginal_cpu_ms_per_rollout']} CPU-ms/rollout, fixed {row['fixed_cpu_s']} CPU-s",
+            flush=True,
+        )
     meter.stop()
     server.terminate()
-    Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "delay_s": args.delay,
-                                          "command": "benchmarks/client_cpu.py " + " ".join(sys.argv[1:]),
-                                          "rows": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d"),
+                "delay_s": args.delay,
+                "command": "benchmarks/client_cpu.py " + " ".join(sys.argv[1:]),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 

@@ -46,7 +46,9 @@ def main() -> None:
         def run_parallel() -> float:
             with dspy.context(lm=lm()):
                 started = time.perf_counter()
-                dspy.Parallel(num_threads=args.threads, disable_progress_bar=True)([(program, ex.inputs()) for ex in examples])
+                dspy.Parallel(num_threads=args.threads, disable_progress_bar=True)(
+                    [(program, ex.inputs()) for ex in examples]
+                )
                 return time.perf_counter() - started
 
         plain = Collect(program, f"{tmp}/plain", num_threads=args.threads)
@@ -58,10 +60,14 @@ def main() -> None:
                 started = time.perf_counter()
                 collect.collect(rows, n=1)
                 return time.perf_counter() - started
+
             return run
 
-        runs = {"dspy.Parallel": run_parallel, "raydspy.Collect": timed_collect(plain),
-                "raydspy.Collect + rewards": timed_collect(rewarded)}
+        runs = {
+            "dspy.Parallel": run_parallel,
+            "raydspy.Collect": timed_collect(plain),
+            "raydspy.Collect + rewards": timed_collect(rewarded),
+        }
         times: dict[str, list[float]] = {name: [] for name in runs}
         for run in runs.values():
             run()  # warm-up: imports, caches

@@ -26,7 +26,7 @@ import ray  # noqa: E402
 
 from raydspy.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 from raydspy.programs import banking77  # noqa: E402
-from raydspy.teacher import TeacherConfig  # noqa: E402
+from raydspy.teacher.client import TeacherConfig  # noqa: E402
 
 
 class PeakMemory:
@@ -43,7 +43,7 @@ class PeakMemory:
                 total += p.info["memory_info"].rss
         return total
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         def loop():
             while not self._stop.wait(self.period_s):
                 self.peak = max(self.peak, self._sample())
@@ -74,22 +74,43 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/dry_run.json")
     args = parser.parse_args()
 
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-                                       "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
+    ray.init(
+        address="local",
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {
+                "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            }
+        },
+    )
     teacher = TeacherConfig(structured_outputs=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             source = synthetic_examples(Path(tmp) / f"in-{size}.csv", size)
-            config = PipelineConfig(input_uri=str(source), output_uri=f"{tmp}/out-{size}", n=1, batch_size=64,
-                                    num_actors=2, threads_per_actor=4, dry_run=True)
+            config = PipelineConfig(
+                input_uri=str(source),
+                output_uri=f"{tmp}/out-{size}",
+                n=1,
+                batch_size=64,
+                num_actors=2,
+                threads_per_actor=4,
+                dry_run=True,
+            )
             with PeakMemory() as memory:
                 started = time.perf_counter()
                 summary = run_pipeline("raydspy.programs.banking77:program", teacher, config)
                 seconds = time.perf_counter() - started
-            row = {"examples": size, "rows": summary.rows, "seconds": round(seconds, 1),
-                   "prompts_per_s": round(summary.rows / seconds, 1), "peak_rss_mib": round(memory.peak / 2**20)}
+            row = {
+                "examples": size,
+                "rows": summary.rows,
+                "seconds": round(seconds, 1),
+                "prompts_per_s": round(summary.rows / seconds, 1),
+                "peak_rss_mib": round(memory.peak / 2**20),
+            }
             results.append(row)
             print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

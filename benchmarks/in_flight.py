@@ -27,7 +27,9 @@ from teacher_bench import cpu_seconds
 
 def cpu_used(before: dict, after: dict, top: int = 8) -> list[tuple[float, str]]:
     """The ``top`` processes by CPU seconds used between two `cpu_seconds` snapshots."""
-    used = sorted(((t - before.get(pid, (name, 0.0))[1], name.strip()) for pid, (name, t) in after.items()), reverse=True)
+    used = sorted(
+        ((t - before.get(pid, (name, 0.0))[1], name.strip()) for pid, (name, t) in after.items()), reverse=True
+    )
     return [(round(seconds, 1), name) for seconds, name in used[:top]]
 
 
@@ -66,7 +68,9 @@ def in_flight(rollouts: str, every_s: float = 2.0) -> tuple[list[int], list[floa
     commit times (seconds after the first request)."""
     calls = tb.call_windows(rollouts)
     first, last = min(s for s, _ in calls), max(e for _, e in calls)
-    profile = [sum(1 for s, e in calls if s <= first + i * every_s < e) for i in range(int((last - first) / every_s) + 1)]
+    profile = [
+        sum(1 for s, e in calls if s <= first + i * every_s < e) for i in range(int((last - first) / every_s) + 1)
+    ]
     commits = sorted(round(p.stat().st_mtime - first, 1) for p in Path(rollouts).glob("*.parquet"))
     return profile, commits
 
@@ -82,15 +86,24 @@ def main() -> None:
 
     from raydspy.pipeline import PipelineConfig, run_pipeline
     from raydspy.programs import banking77
-    from raydspy.serving import SERVE_CONFIGS, deploy_serve_config, wait_for_teacher
+    from raydspy.teacher.deploy import SERVE_CONFIGS, deploy_serve_config, wait_for_teacher
 
     teacher = tb.TeacherConfig(structured_outputs=True, temperature=1.0, max_tokens=192, cache=False)
     work = Path(tempfile.mkdtemp())
     input_csv = str(banking77.write_sample(work / "in.csv", size=args.requests, seed=7))
     examples = list(csv.DictReader(open(input_csv)))
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-                                       "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
+    ray.init(
+        address="local",
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {
+                "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            }
+        },
+    )
     deploy_serve_config(SERVE_CONFIGS / "teacher-cpu.yaml")
     wait_for_teacher(teacher)
     bodies = tb.formatted_requests(examples, teacher)
@@ -108,8 +121,10 @@ def main() -> None:
         seconds = time.perf_counter() - started
         sampler.stop()
         first_request = min(s for s, _ in tb.call_windows(out))
-        print(f"round {round_} pipeline: {seconds:.1f} s, {summary.completion_tokens / seconds:.1f} tok/s, "
-              f"first request {first_request - sampler.samples[0][0]:.1f} s after the start")
+        print(
+            f"round {round_} pipeline: {seconds:.1f} s, {summary.completion_tokens / seconds:.1f} tok/s, "
+            f"first request {first_request - sampler.samples[0][0]:.1f} s after the start"
+        )
         print("  CPU s, start-up:", sampler.used(end=first_request))
         print("  CPU s, from the first request:", sampler.used(start=first_request))
         profile, commits = in_flight(out)

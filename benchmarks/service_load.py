@@ -42,8 +42,13 @@ def _free_port() -> int:
 def _percentiles(latencies_s: list[float]) -> dict[str, float]:
     ms = sorted(x * 1000 for x in latencies_s)
     q = statistics.quantiles(ms, n=100, method="inclusive")
-    return {"p50_ms": round(q[49], 1), "p90_ms": round(q[89], 1), "p99_ms": round(q[98], 1),
-            "max_ms": round(ms[-1], 1), "mean_ms": round(statistics.fmean(ms), 1)}
+    return {
+        "p50_ms": round(q[49], 1),
+        "p90_ms": round(q[89], 1),
+        "p99_ms": round(q[98], 1),
+        "max_ms": round(ms[-1], 1),
+        "mean_ms": round(statistics.fmean(ms), 1),
+    }
 
 
 async def _timed(call) -> tuple[float, int]:
@@ -56,9 +61,18 @@ async def _timed(call) -> tuple[float, int]:
 
 
 def _body(root: Path, name: str, examples: int) -> dict:
-    return {"program": "raydspy.programs.banking77:program", "rewards": "raydspy.programs.banking77:rewards",
-            "input_uri": str(root / "in" / "train.csv"), "output_uri": str(root / "out" / name), "n": 2,
-            "limit": examples, "dry_run": True, "actors": 1, "batch_size": 4, "teacher": {"structured_outputs": True}}
+    return {
+        "program": "raydspy.programs.banking77:program",
+        "rewards": "raydspy.programs.banking77:rewards",
+        "input_uri": str(root / "in" / "train.csv"),
+        "output_uri": str(root / "out" / name),
+        "n": 2,
+        "limit": examples,
+        "dry_run": True,
+        "actors": 1,
+        "batch_size": 4,
+        "teacher": {"structured_outputs": True},
+    }
 
 
 async def _wait_all(client: httpx.AsyncClient, base: str, ids: list[str], timeout_s: float) -> dict[str, str]:
@@ -78,27 +92,43 @@ async def _wait_all(client: httpx.AsyncClient, base: str, ids: list[str], timeou
 async def _load(base: str, root: Path, args: argparse.Namespace) -> dict:
     limits = httpx.Limits(max_connections=args.status_requests + args.submissions)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        first = (await client.post(f"{base}/v1/runs", json=_body(root, "warm", args.examples), headers=HEADERS)).json()["id"]
+        first = (await client.post(f"{base}/v1/runs", json=_body(root, "warm", args.examples), headers=HEADERS)).json()[
+            "id"
+        ]
         warm = await _wait_all(client, base, [first], 600)
         assert warm[first] == "SUCCEEDED", warm
 
-        status = await asyncio.gather(*[_timed(lambda: client.get(f"{base}/v1/runs/{first}", headers=HEADERS))
-                                        for _ in range(args.status_requests)])
+        status = await asyncio.gather(
+            *[
+                _timed(lambda: client.get(f"{base}/v1/runs/{first}", headers=HEADERS))
+                for _ in range(args.status_requests)
+            ]
+        )
         started = time.perf_counter()
-        results = await asyncio.gather(*[_timed(lambda i=i: client.post(f"{base}/v1/runs", headers=HEADERS,
-                                                                         json=_body(root, f"load-{i}", args.examples)))
-                                         for i in range(args.submissions)])
+        results = await asyncio.gather(
+            *[
+                _timed(
+                    lambda i=i: client.post(
+                        f"{base}/v1/runs", headers=HEADERS, json=_body(root, f"load-{i}", args.examples)
+                    )
+                )
+                for i in range(args.submissions)
+            ]
+        )
         runs = (await client.get(f"{base}/v1/runs", headers=HEADERS)).json()["runs"]
         ids = [r["id"] for r in runs if r["output_uri"].rsplit("/", 1)[-1].startswith("load-")]
         states = await _wait_all(client, base, ids, args.timeout_s)
         drained_s = time.perf_counter() - started
         # Status under load: the same requests again while nothing else runs is the baseline above.
     return {
-        "status_requests": len(status), "status_errors": sum(code != 200 for _, code in status),
+        "status_requests": len(status),
+        "status_errors": sum(code != 200 for _, code in status),
         "status_latency": _percentiles([t for t, _ in status]),
-        "submissions": len(results), "submission_errors": sum(code != 201 for _, code in results),
+        "submissions": len(results),
+        "submission_errors": sum(code != 201 for _, code in results),
         "submission_latency": _percentiles([t for t, _ in results]),
-        "runs_succeeded": sum(s == "SUCCEEDED" for s in states.values()), "runs_found": len(ids),
+        "runs_succeeded": sum(s == "SUCCEEDED" for s in states.values()),
+        "runs_found": len(ids),
         "all_runs_done_s": round(drained_s, 1),
     }
 
@@ -122,13 +152,27 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="raydspy-service-load-"))
     (root / "in").mkdir()
     banking77.write_sample(root / "in" / "train.csv", size=args.examples)
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
+    ray.init(
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}},
+    )
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"token": TOKEN, "input_prefixes": [str(root / "in")], "output_prefixes": [str(root / "out")],
-                         "state_uri": str(root / "state"), "max_concurrent_runs": args.max_concurrent_runs}),
-              name="raydspy", route_prefix="/raydspy")
+    serve.run(
+        build_app(
+            {
+                "token": TOKEN,
+                "input_prefixes": [str(root / "in")],
+                "output_prefixes": [str(root / "out")],
+                "state_uri": str(root / "state"),
+                "max_concurrent_runs": args.max_concurrent_runs,
+            }
+        ),
+        name="raydspy",
+        route_prefix="/raydspy",
+    )
     try:
         result = asyncio.run(_load(f"http://127.0.0.1:{port}/raydspy", root, args))
     finally:

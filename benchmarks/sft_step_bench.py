@@ -59,7 +59,7 @@ def sft_rows(count: int) -> list[dict]:
         messages = [dict(m) for m in rows[i % len(rows)]["messages"]]
         user = messages[1]["content"]
         start = user.index(_QUERY_START) + len(_QUERY_START)
-        messages[1]["content"] = user[:start] + queries[i] + user[user.index(_QUERY_END, start):]
+        messages[1]["content"] = user[:start] + queries[i] + user[user.index(_QUERY_END, start) :]
         out.append({**rows[i % len(rows)], "messages": messages})
     return out[:count]
 
@@ -73,22 +73,38 @@ def measure(mode: str, batch_size: int, steps: int) -> dict:
 
     from raydspy.distill.shared_prefix import SharedPrefixSFTTrainer, Split
     from raydspy.distill.train import prompt_completion
-    from raydspy.embedded import ensure_checkpoint
+    from raydspy.teacher.embedded import ensure_checkpoint
 
     path = ensure_checkpoint()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     dataset = prompt_completion(datasets.Dataset.from_list(sft_rows(batch_size * (steps + 1))))
-    args = SFTConfig(output_dir=tempfile.mkdtemp(prefix="sft-bench-"), max_steps=steps + 1,
-                     per_device_train_batch_size=batch_size, learning_rate=1e-4, max_length=1536,
-                     logging_steps=1, save_strategy="no", report_to="none", bf16=(mode == "shared-amp"), use_cpu=True,
-                     seed=0, disable_tqdm=True, gradient_checkpointing=(mode == "plain-gc"))
+    args = SFTConfig(
+        output_dir=tempfile.mkdtemp(prefix="sft-bench-"),
+        max_steps=steps + 1,
+        per_device_train_batch_size=batch_size,
+        learning_rate=1e-4,
+        max_length=1536,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        bf16=(mode == "shared-amp"),
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        gradient_checkpointing=(mode == "plain-gc"),
+    )
+
     class PromptsOnly(SharedPrefixSFTTrainer):
         def _split(self, inputs):
             split = super()._split(inputs)
             return None if split is None else Split(0, split.prompt)
 
-    trainer_class = {"shared": SharedPrefixSFTTrainer, "shared-amp": SharedPrefixSFTTrainer, "prompts": PromptsOnly}.get(mode, SFTTrainer)
+    trainer_class = {
+        "shared": SharedPrefixSFTTrainer,
+        "shared-amp": SharedPrefixSFTTrainer,
+        "prompts": PromptsOnly,
+    }.get(mode, SFTTrainer)
     trainer = trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 
     class Clock(TrainerCallback):
@@ -107,8 +123,11 @@ def measure(mode: str, batch_size: int, steps: int) -> dict:
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     timed = clock.durations[1:]
     return {
-        "mode": mode, "batch_size": batch_size, "steps": len(timed),
-        "s_per_step": statistics.mean(timed), "s_per_row": statistics.mean(timed) / batch_size,
+        "mode": mode,
+        "batch_size": batch_size,
+        "steps": len(timed),
+        "s_per_step": statistics.mean(timed),
+        "s_per_row": statistics.mean(timed) / batch_size,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "losses": losses,
         "shared_prefix_tokens": [e.get("shared_prefix_tokens") for e in trainer.state.log_history if "loss" in e],
@@ -127,21 +146,40 @@ def main() -> None:
         print("RESULT " + json.dumps(measure(args.worker, args.batch_size, args.steps)), flush=True)
         return
 
-    print(f"batch_size={args.batch_size} timed_steps={args.steps} rounds={args.rounds} "
-          f"threads={os.environ.get('OMP_NUM_THREADS', os.cpu_count())}", flush=True)
+    print(
+        f"batch_size={args.batch_size} timed_steps={args.steps} rounds={args.rounds} "
+        f"threads={os.environ.get('OMP_NUM_THREADS', os.cpu_count())}",
+        flush=True,
+    )
     results: dict[str, list[dict]] = {m: [] for m in args.modes}
     for round_ in range(args.rounds):
         for mode in args.modes:
-            done = subprocess.run([sys.executable, __file__, "--worker", mode, "--batch-size", str(args.batch_size),
-                                   "--steps", str(args.steps)], capture_output=True, text=True, cwd=REPO)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    mode,
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--steps",
+                    str(args.steps),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+            )
             lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
             if done.returncode != 0 or not lines:
                 sys.exit(f"{mode} failed:\n{done.stderr[-3000:]}")
-            r = json.loads(lines[-1][len("RESULT "):])
+            r = json.loads(lines[-1][len("RESULT ") :])
             results[mode].append(r)
-            print(f"round {round_ + 1} {mode:10s}: {r['s_per_step']:7.1f} s/step  {r['s_per_row']:6.2f} s/row  "
-                  f"peak RSS {r['peak_rss_gib']:.2f} GiB  losses {[round(x, 4) for x in r['losses']]}  "
-                  f"shared prefix {r['shared_prefix_tokens']}", flush=True)
+            print(
+                f"round {round_ + 1} {mode:10s}: {r['s_per_step']:7.1f} s/step  {r['s_per_row']:6.2f} s/row  "
+                f"peak RSS {r['peak_rss_gib']:.2f} GiB  losses {[round(x, 4) for x in r['losses']]}  "
+                f"shared prefix {r['shared_prefix_tokens']}",
+                flush=True,
+            )
     print("\nmedian over rounds:")
     base = {m: statistics.median(r["s_per_row"] for r in rs) for m, rs in results.items()}
     for mode, value in base.items():

@@ -41,12 +41,12 @@ import dspy  # noqa: E402
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 
-from raydspy.adapters import response_format_for  # noqa: E402
-from raydspy.identity import rollout_seed  # noqa: E402
+from raydspy.core.adapters import response_format_for  # noqa: E402
+from raydspy.core.identity import rollout_seed  # noqa: E402
+from raydspy.core.runner import RolloutRunner  # noqa: E402
 from raydspy.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 from raydspy.programs import banking77  # noqa: E402
-from raydspy.runner import RolloutRunner  # noqa: E402
-from raydspy.teacher import TeacherConfig  # noqa: E402
+from raydspy.teacher.client import TeacherConfig  # noqa: E402
 
 PROGRAM = "raydspy.programs.banking77:program"
 REWARDS = "raydspy.programs.banking77:rewards"
@@ -64,7 +64,10 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
     for process in psutil.process_iter(["cmdline"]):
         try:
             times = process.cpu_times()
-            found[process.pid] = (" ".join(process.info["cmdline"] or [])[:60] or process.name(), times.user + times.system)
+            found[process.pid] = (
+                " ".join(process.info["cmdline"] or [])[:60] or process.name(),
+                times.user + times.system,
+            )
         except psutil.Error:
             pass
     return found
@@ -75,7 +78,7 @@ class CpuSplit:
     (`TEACHER_PROCESSES`: they live through every contender) and the rest, which is what the
     contender cost, processes that came and went during the block included."""
 
-    def __enter__(self) -> "CpuSplit":
+    def __enter__(self) -> CpuSplit:
         self._machine, self._procs = psutil.cpu_times(), cpu_seconds()
         return self
 
@@ -84,7 +87,9 @@ class CpuSplit:
         teacher = [pid for pid, (name, _) in after.items() if any(t in name for t in TEACHER_PROCESSES)]
         self.teacher_cpu_s = sum(after[pid][1] - self._procs.get(pid, ("", 0.0))[1] for pid in teacher)
         # user / nice (user time of processes at nice > 0: Ray's workers) / system, machine-wide
-        self.machine_s = {k: round(getattr(machine, k) - getattr(self._machine, k), 1) for k in ("user", "nice", "system")}
+        self.machine_s = {
+            k: round(getattr(machine, k) - getattr(self._machine, k), 1) for k in ("user", "nice", "system")
+        }
         self.client_cpu_s = self._busy(machine) - self._busy(self._machine) - self.teacher_cpu_s
 
     @staticmethod
@@ -111,13 +116,20 @@ class Measure:
     def requests_per_s(self) -> float:
         return self.requests / self.seconds
 
-    def row(self, limit: "Measure | None") -> dict:
-        row = {**asdict(self), "tokens_per_s": round(self.tokens_per_s, 1), "requests_per_s": round(self.requests_per_s, 3),
-               "ratio_to_limit": round(self.tokens_per_s / limit.tokens_per_s, 3) if limit else None}
+    def row(self, limit: Measure | None) -> dict:
+        row = {
+            **asdict(self),
+            "tokens_per_s": round(self.tokens_per_s, 1),
+            "requests_per_s": round(self.requests_per_s, 3),
+            "ratio_to_limit": round(self.tokens_per_s / limit.tokens_per_s, 3) if limit else None,
+        }
         if self.active_s:
             active_rate = self.completion_tokens / self.active_s
-            row.update(startup_s=round(self.seconds - self.active_s, 1), active_tokens_per_s=round(active_rate, 1),
-                       active_ratio_to_limit=round(active_rate / limit.tokens_per_s, 3) if limit else None)
+            row.update(
+                startup_s=round(self.seconds - self.active_s, 1),
+                active_tokens_per_s=round(active_rate, 1),
+                active_ratio_to_limit=round(active_rate / limit.tokens_per_s, 3) if limit else None,
+            )
         return row
 
 
@@ -143,8 +155,12 @@ def formatted_requests(examples: list[dict], teacher: TeacherConfig) -> list[dic
     signature = program.predictors()[0].signature  # ChainOfThought's: reasoning, then the label
     bodies = []
     for result, seed in zip(runner.run_many(examples, 1, num_threads=2), rollout_seeds(examples, teacher)):
-        body = {"model": teacher.model, "messages": result.record.trace[0].messages,
-                "response_format": response_format_for(signature), **teacher.sampling}
+        body = {
+            "model": teacher.model,
+            "messages": result.record.trace[0].messages,
+            "response_format": response_format_for(signature),
+            **teacher.sampling,
+        }
         if seed is not None:
             body["seed"] = seed
         bodies.append(body)
@@ -155,6 +171,7 @@ async def _limit(bodies: list[dict], url: str, concurrency: int) -> Measure:
     semaphore = asyncio.Semaphore(concurrency)
     tokens = 0
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
+
         async def one(body: dict) -> None:
             nonlocal tokens
             async with semaphore:
@@ -183,7 +200,9 @@ def _burn(cores: float, nice: int, stop) -> None:
         time.sleep(burst * (1 - cores) / cores)
 
 
-def limit_beside_burners(bodies: list[dict], teacher: TeacherConfig, concurrency: int, burners: list[tuple[float, int]]) -> Measure:
+def limit_beside_burners(
+    bodies: list[dict], teacher: TeacherConfig, concurrency: int, burners: list[tuple[float, int]]
+) -> Measure:
     """The limit with CPU burners beside it: the control for "the pipeline loses what its clients'
     CPU takes from the engine". ``burners``: (cores, niceness) each, e.g. the pipeline's extra CPU
     over the limit's, measured per process by in_flight.py, split by the niceness it ran at."""
@@ -219,8 +238,10 @@ def call_windows(rollouts: str) -> list[tuple[float, float]]:
     import pyarrow.dataset as pads
 
     rows = pads.dataset(rollouts, format="parquet").to_table(columns=["created_at", "trace"]).to_pylist()
-    return [(r["created_at"].timestamp() - sum(c["latency_s"] or 0.0 for c in r["trace"]), r["created_at"].timestamp())
-            for r in rows]
+    return [
+        (r["created_at"].timestamp() - sum(c["latency_s"] or 0.0 for c in r["trace"]), r["created_at"].timestamp())
+        for r in rows
+    ]
 
 
 def active_window_s(rollouts: str) -> float:
@@ -250,7 +271,9 @@ def ray_data_llm(bodies: list[dict], teacher: TeacherConfig, concurrency: int) -
     import ray.data
     from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
-    config = HttpRequestProcessorConfig(url=f"{teacher.base_url}/chat/completions", concurrency=concurrency, batch_size=8)
+    config = HttpRequestProcessorConfig(
+        url=f"{teacher.base_url}/chat/completions", concurrency=concurrency, batch_size=8
+    )
     processor = build_processor(
         config,
         preprocess=lambda row: {"payload": json.loads(row["body"])},
@@ -259,7 +282,9 @@ def ray_data_llm(bodies: list[dict], teacher: TeacherConfig, concurrency: int) -
     dataset = ray.data.from_items([{"body": json.dumps(b)} for b in bodies])
     started = time.perf_counter()
     rows = processor(dataset).take_all()
-    return Measure(f"ray-data-llm-{concurrency}", len(rows), time.perf_counter() - started, sum(r["tokens"] for r in rows))
+    return Measure(
+        f"ray-data-llm-{concurrency}", len(rows), time.perf_counter() - started, sum(r["tokens"] for r in rows)
+    )
 
 
 def summarize(results: list[Measure], requests: int, teacher: TeacherConfig) -> dict:
@@ -268,23 +293,35 @@ def summarize(results: list[Measure], requests: int, teacher: TeacherConfig) -> 
     names = list(dict.fromkeys(m.name for m in results))
     medians = {name: _median([m for m in results if m.name == name]) for name in names}
     best = max((m for name, m in medians.items() if name.startswith("limit-")), key=lambda m: m.tokens_per_s)
-    pairs = [{"limit_tokens_per_s": round(a.tokens_per_s, 1), "pipeline_tokens_per_s": round(b.tokens_per_s, 1),
-              "ratio": round(b.tokens_per_s / a.tokens_per_s, 3),
-              "active_ratio": round(b.completion_tokens / b.active_s / a.tokens_per_s, 3)}
-             for a, b in zip(results, results[1:]) if a.name == "limit-64" and b.name.startswith("pipeline")]
+    pairs = [
+        {
+            "limit_tokens_per_s": round(a.tokens_per_s, 1),
+            "pipeline_tokens_per_s": round(b.tokens_per_s, 1),
+            "ratio": round(b.tokens_per_s / a.tokens_per_s, 3),
+            "active_ratio": round(b.completion_tokens / b.active_s / a.tokens_per_s, 3),
+        }
+        for a, b in zip(results, results[1:])
+        if a.name == "limit-64" and b.name.startswith("pipeline")
+    ]
     for i, pair in enumerate(pairs, 1):
         print(f"round {i}: pipeline / limit-64 = {pair['ratio']:.2f} ({pair['active_ratio']:.2f} active)")
-    return {"date": time.strftime("%Y-%m-%d"), "requests": requests, "teacher": teacher.model_dump(mode="json"),
-            "limit": best.name, "results": [medians[name].row(best) for name in names],
-            "pairs": pairs, "median_pair_ratio": sorted(p["ratio"] for p in pairs)[len(pairs) // 2] if pairs else None,
-            "rounds": [m.row(None) for m in results]}
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "requests": requests,
+        "teacher": teacher.model_dump(mode="json"),
+        "limit": best.name,
+        "results": [medians[name].row(best) for name in names],
+        "pairs": pairs,
+        "median_pair_ratio": sorted(p["ratio"] for p in pairs)[len(pairs) // 2] if pairs else None,
+        "rounds": [m.row(None) for m in results],
+    }
 
 
 def _serve_config(work: Path, reserve_client_core: bool) -> Path:
     """teacher-cpu.yaml, or a copy whose engine leaves one core to everything else."""
     import yaml
 
-    from raydspy.serving import SERVE_CONFIGS
+    from raydspy.teacher.deploy import SERVE_CONFIGS
 
     path = SERVE_CONFIGS / "teacher-cpu.yaml"
     if not reserve_client_core:
@@ -302,23 +339,39 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=192, help="requests (rollouts) per contender")
     parser.add_argument("--out", default="benchmarks/results/teacher.json")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of limit-64 then pipeline, alternating")
-    parser.add_argument("--layout", default=None, metavar="ACTORSxTHREADS",
-                        help="the rounds' pipeline layout, e.g. 1x64 (default: PipelineConfig's)")
+    parser.add_argument(
+        "--layout",
+        default=None,
+        metavar="ACTORSxTHREADS",
+        help="the rounds' pipeline layout, e.g. 1x64 (default: PipelineConfig's)",
+    )
     parser.add_argument("--pairs-only", action="store_true", help="only the limit-64 / pipeline rounds")
-    parser.add_argument("--reserve-client-core", action="store_true",
-                        help="run the engine on all cores but one (vLLM's own default, VLLM_CPU_NUM_OF_RESERVED_CPU=1) "
-                             "instead of teacher-cpu.yaml's all cores: the clients then have a core of their own")
-    parser.add_argument("--seed", type=lambda v: None if v == "none" else int(v), default=0,
-                        help="seed the rollouts (TeacherConfig.seed): every contender sends each prompt with the seed "
-                             "its rollout sends in the pipeline, so all sample the same completions and the token "
-                             "counts compare (unseeded, the pipeline's 576 completions came to 5 %% fewer tokens than "
-                             "the limit's); 'none': unseeded (default: %(default)s)")
-    parser.add_argument("--control-burn", default=None, metavar="CORES@NICE,...",
-                        help="after each round, the limit again beside CPU burners, e.g. 0.055@0,0.055@15: the "
-                             "control that tests whether the pipeline's gap is the CPU its clients take")
+    parser.add_argument(
+        "--reserve-client-core",
+        action="store_true",
+        help="run the engine on all cores but one (vLLM's own default, VLLM_CPU_NUM_OF_RESERVED_CPU=1) "
+        "instead of teacher-cpu.yaml's all cores: the clients then have a core of their own",
+    )
+    parser.add_argument(
+        "--seed",
+        type=lambda v: None if v == "none" else int(v),
+        default=0,
+        help="seed the rollouts (TeacherConfig.seed): every contender sends each prompt with the seed "
+        "its rollout sends in the pipeline, so all sample the same completions and the token "
+        "counts compare (unseeded, the pipeline's 576 completions came to 5 %% fewer tokens than "
+        "the limit's); 'none': unseeded (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--control-burn",
+        default=None,
+        metavar="CORES@NICE,...",
+        help="after each round, the limit again beside CPU burners, e.g. 0.055@0,0.055@15: the "
+        "control that tests whether the pipeline's gap is the CPU its clients take",
+    )
     parser.add_argument("--skip-scaling", action="store_true", help="leave out the 1/2/4/8-actor runs")
-    parser.add_argument("--scaling-only", action="store_true",
-                        help="only the limit (64 in flight) and the 1/2/4/8-actor runs")
+    parser.add_argument(
+        "--scaling-only", action="store_true", help="only the limit (64 in flight) and the 1/2/4/8-actor runs"
+    )
     args = parser.parse_args()
     name, layout = "pipeline", {}
     if args.layout:
@@ -329,7 +382,7 @@ def main() -> None:
     from filelock import FileLock
     from ray import serve
 
-    from raydspy.serving import deploy_serve_config, wait_for_teacher
+    from raydspy.teacher.deploy import deploy_serve_config, wait_for_teacher
 
     teacher = TeacherConfig(structured_outputs=True, temperature=1.0, max_tokens=192, cache=False, seed=args.seed)
     work = Path(tempfile.mkdtemp())
@@ -337,9 +390,18 @@ def main() -> None:
     import csv
 
     examples = list(csv.DictReader(open(input_csv)))
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-                                       "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
+    ray.init(
+        address="local",
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {
+                "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            }
+        },
+    )
     results: list[Measure] = []
     with FileLock(Path(tempfile.gettempdir()) / "raydspy-teacher.lock"):
         deploy_serve_config(_serve_config(work, args.reserve_client_core))
@@ -357,19 +419,26 @@ def main() -> None:
             # third within minutes, so each round's pair is compared, and the median pair quoted.
             steps = [] if args.pairs_only else [lambda: limit(bodies, teacher, 128)]
             for _ in range(args.rounds):
-                steps += [lambda: limit(bodies, teacher, 64), lambda: pipeline(input_csv, teacher, args.requests, name, **layout)]
+                steps += [
+                    lambda: limit(bodies, teacher, 64),
+                    lambda: pipeline(input_csv, teacher, args.requests, name, **layout),
+                ]
                 if args.control_burn:
                     burners = [(float(c), int(n)) for c, n in (b.split("@") for b in args.control_burn.split(","))]
-                    steps.append(lambda: limit_beside_burners(bodies, teacher, 64, burners))
+                    steps.append(lambda burners=burners: limit_beside_burners(bodies, teacher, 64, burners))
             if not args.pairs_only:
                 steps += [
-                    lambda: parallel(examples, teacher, 8), lambda: parallel(examples, teacher, 64),
+                    lambda: parallel(examples, teacher, 8),
+                    lambda: parallel(examples, teacher, 64),
                     lambda: ray_data_llm(bodies, teacher, 8),
                 ]
         if not (args.skip_scaling or args.pairs_only):
-            steps += [lambda k=k: pipeline(input_csv, teacher, args.requests, f"actors-{k}", num_actors=k,
-                                           threads_per_actor=8)
-                      for k in (1, 2, 4, 8)]
+            steps += [
+                lambda k=k: pipeline(
+                    input_csv, teacher, args.requests, f"actors-{k}", num_actors=k, threads_per_actor=8
+                )
+                for k in (1, 2, 4, 8)
+            ]
         for step in steps:
             with CpuSplit() as cpu:
                 measure = step()
@@ -377,9 +446,12 @@ def main() -> None:
             measure.machine_cpu_s = cpu.machine_s
             results.append(measure)
             active = f"  (active {measure.active_s:.1f} s)" if measure.active_s else ""
-            print(f"{measure.name:16s} {measure.requests:4d} req  {measure.seconds:7.1f} s  "
-                  f"{measure.tokens_per_s:7.1f} tok/s  {measure.requests_per_s:6.2f} req/s  CPU-s teacher "
-                  f"{cpu.teacher_cpu_s:6.1f} clients {cpu.client_cpu_s:5.1f}{active}", flush=True)
+            print(
+                f"{measure.name:16s} {measure.requests:4d} req  {measure.seconds:7.1f} s  "
+                f"{measure.tokens_per_s:7.1f} tok/s  {measure.requests_per_s:6.2f} req/s  CPU-s teacher "
+                f"{cpu.teacher_cpu_s:6.1f} clients {cpu.client_cpu_s:5.1f}{active}",
+                flush=True,
+            )
         serve.shutdown()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summarize(results, args.requests, teacher), indent=2))

@@ -7,7 +7,7 @@ flags of `raydspy evaluate`.
 
 import sys
 
-from raydspy.cli import main
+from raydspy.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["evaluate", *sys.argv[1:]]))

@@ -10,7 +10,7 @@ Inside a job, RAY_ADDRESS is set, so the run joins the cluster instead of starti
 
 import sys
 
-from raydspy.cli import main
+from raydspy.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["train", "grpo", *sys.argv[1:]]))

@@ -15,20 +15,21 @@ from typing import TYPE_CHECKING
 from raydspy._lazy import lazy_exports
 
 _EXPORTS = {
-    "Collect": "raydspy.collect",
-    "build_format_reward": "raydspy.rewards",
-    "ExactMatch": "raydspy.rewards",
-    "FormatCompliance": "raydspy.rewards",
-    "RewardSet": "raydspy.rewards",
-    "DSPyMetric": "raydspy.rewards",
-    "run_pipeline": "raydspy.pipeline",
-    "PipelineConfig": "raydspy.pipeline",
-    "TeacherConfig": "raydspy.teacher",
+    "Collect": "raydspy.core.collect",
+    "build_format_reward": "raydspy.core.rewards",
+    "ExactMatch": "raydspy.core.rewards",
+    "FormatCompliance": "raydspy.core.rewards",
+    "RewardSet": "raydspy.core.rewards",
+    "DSPyMetric": "raydspy.core.rewards",
+    "run_pipeline": "raydspy.pipeline.driver",
+    "PipelineConfig": "raydspy.pipeline.config",
+    "TeacherConfig": "raydspy.teacher.client",
     "TaskSpec": "raydspy.task",
     "load_task": "raydspy.task",
-    "StorageOptions": "raydspy.storage",
-    "RunSummary": "raydspy.summary",
-    "ROLLOUT_SCHEMA": "raydspy.rollouts",
+    "StorageOptions": "raydspy.core.storage",
+    "RunSummary": "raydspy.pipeline.summary",
+    "RolloutStats": "raydspy.core.stats",
+    "ROLLOUT_SCHEMA": "raydspy.core.rollouts",
     "RaydspyError": "raydspy.errors",
     "ConfigError": "raydspy.errors",
     "InputError": "raydspy.errors",
@@ -39,15 +40,17 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
-    from raydspy.collect import Collect
+    from raydspy.core.collect import Collect
+    from raydspy.core.rewards import DSPyMetric, ExactMatch, FormatCompliance, RewardSet, build_format_reward
+    from raydspy.core.rollouts import ROLLOUT_SCHEMA
+    from raydspy.core.stats import RolloutStats
+    from raydspy.core.storage import StorageOptions
     from raydspy.errors import ConfigError, InputError, RaydspyError, StorageError, TeacherUnreachableError
-    from raydspy.pipeline import PipelineConfig, run_pipeline
-    from raydspy.rewards import DSPyMetric, ExactMatch, FormatCompliance, RewardSet, build_format_reward
-    from raydspy.rollouts import ROLLOUT_SCHEMA
-    from raydspy.storage import StorageOptions
-    from raydspy.summary import RunSummary
+    from raydspy.pipeline.config import PipelineConfig
+    from raydspy.pipeline.driver import run_pipeline
+    from raydspy.pipeline.summary import RunSummary
     from raydspy.task import TaskSpec, load_task
-    from raydspy.teacher import TeacherConfig
+    from raydspy.teacher.client import TeacherConfig
 
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

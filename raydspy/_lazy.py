@@ -7,13 +7,15 @@ A facade lists ``{name: module}``; ``from package import name`` then loads only 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 __all__ = ["lazy_exports"]
 
 
-def lazy_exports(package: str, namespace: dict[str, Any], exports: Mapping[str, str]) -> tuple[
-        Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_exports(
+    package: str, namespace: dict[str, Any], exports: Mapping[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """The ``__getattr__`` and ``__dir__`` of package ``package`` (whose globals are ``namespace``)
     exporting ``exports``: ``{name: module that defines it}``.
 

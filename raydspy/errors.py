@@ -3,7 +3,7 @@
 Every error raised before a run starts (bad input, unreachable teacher, unreadable URI) is a
 `RaydspyError`, so callers (the CLI, the job entry points, the HTTP service) can turn it into a
 one-line message without a traceback. Failures *inside* one rollout are never raised: they are
-recorded in that rollout's row (see `raydspy.rollouts`).
+recorded in that rollout's row (see `raydspy.core.rollouts`).
 """
 
 from __future__ import annotations

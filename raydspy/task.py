@@ -25,12 +25,13 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from raydspy.configfile import read_yaml_model
+from raydspy.core.configfile import read_yaml_model
 from raydspy.errors import ConfigError
 
 __all__ = ["TaskSpec", "Decoding", "load_task", "PRESETS"]
@@ -53,11 +54,15 @@ class TaskSpec(BaseModel):
 
     name: str = Field("task", description="Name in reports and run folders.")
     program: str = Field(..., description="MODULE:ATTR of the dspy.Module, or of a function returning one.")
-    rewards: str | None = Field(None, description="MODULE:ATTR of reward_fn(inputs, outputs) -> float, "
-                                "{name: fn}, a DSPy metric(example, pred, trace=None), or a function returning one.")
-    reward_weights: dict[str, float] = Field(default_factory=dict,
-                                             description="Weight of each named reward in the combined reward "
-                                             "(default: the plain mean).")
+    rewards: str | None = Field(
+        None,
+        description="MODULE:ATTR of reward_fn(inputs, outputs) -> float, "
+        "{name: fn}, a DSPy metric(example, pred, trace=None), or a function returning one.",
+    )
+    reward_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Weight of each named reward in the combined reward (default: the plain mean).",
+    )
     input: str | None = Field(None, description="Training examples (CSV, JSONL, Parquet; local, s3://, gs://).")
     held_out: str | None = Field(None, description="Evaluation examples, never used for training.")
     id_field: str | None = Field(None, description="Column holding example ids (default: a hash of each example).")
@@ -66,11 +71,14 @@ class TaskSpec(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="Completion tokens per LM call.")
     structured_outputs: bool | None = Field(None, description="Teacher decoding with the JSON schema enforced.")
     max_text_chars: int | None = Field(None, ge=1, description="Bound on the teacher's free-text fields.")
-    student_decoding: Decoding = Field("plain", description="How students are prompted: the adapter whose "
-                                       "prompts match the teacher's (plain for JSON prompts, chat for ChatAdapter).")
+    student_decoding: Decoding = Field(
+        "plain",
+        description="How students are prompted: the adapter whose "
+        "prompts match the teacher's (plain for JSON prompts, chat for ChatAdapter).",
+    )
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TaskSpec":
+    def from_yaml(cls, path: str | Path) -> TaskSpec:
         """Read a task file.
 
         Raises:
@@ -85,7 +93,7 @@ class TaskSpec(BaseModel):
 
 
 def _cache() -> Path:
-    from raydspy.embedded import default_cache_dir
+    from raydspy.teacher.embedded import default_cache_dir
 
     return default_cache_dir() / "data"
 
@@ -102,7 +110,10 @@ def banking77_task() -> TaskSpec:
         rewards="raydspy.programs.banking77:rewards",
         input=str(banking77.write_sample(cache / "banking77-train-top25.csv", size=None)),
         held_out=str(banking77.write_sample(cache / "banking77-test-top25.csv", split="test", size=None)),
-        n=3, temperature=1.0, max_tokens=192, structured_outputs=True,
+        n=3,
+        temperature=1.0,
+        max_tokens=192,
+        structured_outputs=True,
     )
 
 
@@ -119,7 +130,10 @@ def orders_task() -> TaskSpec:
         input=str(orders_path("train.jsonl")),
         held_out=str(orders_path("test.jsonl")),
         id_field="id",
-        n=2, temperature=0.3, max_tokens=96, structured_outputs=True,
+        n=2,
+        temperature=0.3,
+        max_tokens=96,
+        structured_outputs=True,
     )
 
 

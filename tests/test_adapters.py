@@ -12,10 +12,10 @@ import pytest
 import xgrammar
 from xgrammar.testing import _is_grammar_accept_string
 
-from raydspy.adapters import StructuredOutputAdapter, response_format_for
-from raydspy.identity import program_hash
+from raydspy.core.adapters import StructuredOutputAdapter, response_format_for
+from raydspy.core.identity import program_hash
 from raydspy.programs import banking77
-from raydspy.teacher import TeacherConfig
+from raydspy.teacher.client import TeacherConfig
 
 
 class Address(pydantic.BaseModel):

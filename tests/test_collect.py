@@ -9,12 +9,12 @@ import dspy
 import pyarrow.parquet as pq
 import pytest
 from dspy.utils import DummyLM
-
 from fake_openai import FakeOpenAI
+
 from raydspy import Collect, InputError
-from raydspy.dry_run import FormattedPrompt
-from raydspy.identity import rollout_seed
-from raydspy.rollouts import ROLLOUT_SCHEMA
+from raydspy.core.dry_run import FormattedPrompt
+from raydspy.core.identity import rollout_seed
+from raydspy.core.rollouts import ROLLOUT_SCHEMA
 
 EXAMPLES = [{"question": "2+2?", "gold": "4"}, {"question": "3+3?", "gold": "6"}]
 
@@ -33,7 +33,11 @@ def test_rows_traces_and_rewards(tmp_path):
     assert table.schema.equals(ROLLOUT_SCHEMA)
     rows = table.to_pylist()
     assert [(json.loads(r["inputs"])["question"], r["rollout_index"]) for r in rows] == [
-        ("2+2?", 0), ("2+2?", 1), ("3+3?", 0), ("3+3?", 1)]
+        ("2+2?", 0),
+        ("2+2?", 1),
+        ("3+3?", 0),
+        ("3+3?", 1),
+    ]
     assert [r["reward"] for r in rows] == [1.0, 1.0, 0.0, 0.0]
     assert len({r["rollout_id"] for r in rows}) == 4
     call = rows[0]["trace"][0]
@@ -48,8 +52,14 @@ def test_rows_traces_and_rewards(tmp_path):
 
 def test_failed_rollout_is_a_row_and_the_run_goes_on(tmp_path):
     lm = DummyLM([{"answer": "4"}, {"answer": "not an int"}])
-    collect = Collect(dspy.Predict("question -> answer: int"), str(tmp_path), reward_fn=lambda i, o: 1.0,
-                      num_threads=1, lm=lm, adapter=dspy.ChatAdapter(use_json_adapter_fallback=False))
+    collect = Collect(
+        dspy.Predict("question -> answer: int"),
+        str(tmp_path),
+        reward_fn=lambda i, o: 1.0,
+        num_threads=1,
+        lm=lm,
+        adapter=dspy.ChatAdapter(use_json_adapter_fallback=False),
+    )
     predictions = collect.collect(EXAMPLES, n=1)
 
     assert predictions[0].answer == 4 and predictions[1] is None
@@ -65,8 +75,14 @@ def test_named_rewards_combine_and_a_raising_reward_marks_the_row(tmp_path):
         raise RuntimeError("bug in reward")
 
     lm = DummyLM([{"answer": "4"}] * 2)
-    collect = Collect(dspy.Predict("question -> answer"), str(tmp_path), num_threads=1, lm=lm,
-                      reward_fn={"exact": exact, "half": lambda i, o: 0.5}, reward_weights={"exact": 3.0})
+    collect = Collect(
+        dspy.Predict("question -> answer"),
+        str(tmp_path),
+        num_threads=1,
+        lm=lm,
+        reward_fn={"exact": exact, "half": lambda i, o: 0.5},
+        reward_weights={"exact": 3.0},
+    )
     collect.collect(EXAMPLES[:1])
     record = collect.last_records[0]
     assert record.rewards == {"exact": 1.0, "half": 0.5}
@@ -138,8 +154,13 @@ def test_a_seeded_run_sends_each_rollout_its_own_seed_and_the_same_one_again(tmp
 
         def seeds_sent(sampling: dict) -> list:
             before = len(server.requests)
-            collect = Collect(dspy.Predict("question -> answer"), str(tmp_path), num_threads=2, lm=lm,
-                              sampling={"temperature": 1.0, **sampling})
+            collect = Collect(
+                dspy.Predict("question -> answer"),
+                str(tmp_path),
+                num_threads=2,
+                lm=lm,
+                sampling={"temperature": 1.0, **sampling},
+            )
             collect.collect([{"question": "q1"}, {"question": "q2"}], n=3)
             ids = [r.rollout_id for r in collect.last_records]
             by_question = {(r["messages"][-1]["content"], r.get("seed")) for r in server.requests[before:]}
@@ -172,8 +193,9 @@ def test_jsonl_output(tmp_path):
 
 def test_warns_once_when_n_samples_at_temperature_zero_are_identical(tmp_path, caplog):
     lm = DummyLM([{"answer": "4"}] * 6)
-    collect = Collect(dspy.Predict("question -> answer"), str(tmp_path), num_threads=1, lm=lm,
-                      sampling={"temperature": 0.0})
+    collect = Collect(
+        dspy.Predict("question -> answer"), str(tmp_path), num_threads=1, lm=lm, sampling={"temperature": 0.0}
+    )
     collect.collect(EXAMPLES, n=3)
     warnings = [r for r in caplog.records if "samples will be identical" in r.getMessage()]
     assert len(warnings) == 1

@@ -14,12 +14,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from raydspy.adapters import PlainJSONAdapter, StructuredOutputAdapter
+from raydspy.core.adapters import PlainJSONAdapter, StructuredOutputAdapter
 from raydspy.distill import exports
 from raydspy.distill.rewards import grpo_reward_funcs
+from raydspy.programs import banking77
 
 BANKING77, BANKING77_REWARDS = "raydspy.programs.banking77:program", "raydspy.programs.banking77:rewards"
-from raydspy.programs import banking77
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "banking77-rollouts.parquet"
 
@@ -35,7 +35,7 @@ def rollouts_dir(tmp_path) -> Path:
     folder = tmp_path / "rollouts"
     (folder / "_invalid").mkdir(parents=True)
     shutil.copy(FIXTURE, folder / "part-0000000000000001.parquet")
-    shutil.copy(FIXTURE, folder / "_invalid" / "rows.parquet")        # not rollouts
+    shutil.copy(FIXTURE, folder / "_invalid" / "rows.parquet")  # not rollouts
     (folder / ".part-0000000000000002.parquet.tmp").write_bytes(b"half a file")  # an uncommitted temporary
     return folder
 
@@ -113,9 +113,13 @@ def test_grpo_rows_replay_to_the_teachers_rewards_and_pickle(rollout_rows):
     first = {}
     for row in sorted(rollout_rows, key=lambda r: r["rollout_index"]):  # the row each GRPO prompt came from
         first.setdefault(row["example_id"], row)
-    kwargs = {"prompts": [r["prompt"] for r in rows], "inputs": [r["inputs"] for r in rows],
-              "call_index": [r["call_index"] for r in rows], "replay": [r["replay"] for r in rows],
-              "completions": [[{"role": "assistant", "content": json.loads(r["replay"])[0]}] for r in rows]}
+    kwargs = {
+        "prompts": [r["prompt"] for r in rows],
+        "inputs": [r["inputs"] for r in rows],
+        "call_index": [r["call_index"] for r in rows],
+        "replay": [r["replay"] for r in rows],
+        "completions": [[{"role": "assistant", "content": json.loads(r["replay"])[0]}] for r in rows],
+    }
     # The teacher's format flag and exact-match reward, recomputed by replaying its completions.
     fmt, task = funcs
     assert fmt(**kwargs) == [float(first[r["example_id"]]["trace"][0]["format_ok"]) for r in rows]
@@ -128,8 +132,8 @@ def test_grpo_rows_replay_to_the_teachers_rewards_and_pickle(rollout_rows):
 def test_dry_run_rows_are_grpo_prompts(tmp_path):
     """The seed's dry run (no teacher) gives GRPO prompts: its rows export as they are."""
     from raydspy import Collect
-    from raydspy.rollouts import records_to_table
-    from raydspy.specs import load_program
+    from raydspy.core.rollouts import records_to_table
+    from raydspy.core.specs import load_program
 
     collect = Collect(load_program(BANKING77), str(tmp_path), adapter=PlainJSONAdapter())
     prompts = collect.collect([{"text": "where is my card?", "category": "card_arrival"}], n=1, dry_run=True)
@@ -189,10 +193,12 @@ def test_dpo_and_grpo_exports_match_the_transforms(ray_local, rollouts_dir, tmp_
 def test_export_from_and_to_s3(ray_local, s3_server, rollouts_dir, rollout_rows):
     import boto3
 
-    from raydspy.storage import StorageOptions
+    from raydspy.core.storage import StorageOptions
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
-    s3.upload_file(str(rollouts_dir / "part-0000000000000001.parquet"), "rollouts", "distill/run/part-0000000000000001.parquet")
+    s3.upload_file(
+        str(rollouts_dir / "part-0000000000000001.parquet"), "rollouts", "distill/run/part-0000000000000001.parquet"
+    )
     storage = StorageOptions(s3_endpoint_url=s3_server)
     summary = exports.to_sft("s3://rollouts/distill/run", "s3://rollouts/distill/sft", storage=storage)
     assert summary.rows == len(exports.sft_rows(rollout_rows))
@@ -213,7 +219,7 @@ def test_export_of_an_empty_location_says_so(ray_local, tmp_path):
 def student():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from raydspy.embedded import ensure_checkpoint
+    from raydspy.teacher.embedded import ensure_checkpoint
 
     path = ensure_checkpoint()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -234,8 +240,12 @@ def test_sft_export_prepares_in_sft_trainer(student, rollout_rows, tmp_path):
 
     _, tokenizer, model = student
     data = prompt_completion(_dataset(exports.sft_rows(rollout_rows), exports.SFT_SCHEMA))
-    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data,
-                         args=SFTConfig(output_dir=str(tmp_path), max_length=1536, use_cpu=True, report_to="none"))
+    trainer = SFTTrainer(
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=data,
+        args=SFTConfig(output_dir=str(tmp_path), max_length=1536, use_cpu=True, report_to="none"),
+    )
     first = trainer.train_dataset[0]
     assert len(first["input_ids"]) > 100
     # completion-only loss: only the assistant's answer has labels; the prompt's are -100
@@ -248,8 +258,12 @@ def test_dpo_export_prepares_in_dpo_trainer(student, rollout_rows, tmp_path):
 
     _, tokenizer, model = student
     data = _dataset(exports.dpo_rows(rollout_rows), exports.DPO_SCHEMA)
-    trainer = DPOTrainer(model=model, processing_class=tokenizer, train_dataset=data,
-                         args=DPOConfig(output_dir=str(tmp_path), max_length=1536, use_cpu=True, report_to="none"))
+    trainer = DPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=data,
+        args=DPOConfig(output_dir=str(tmp_path), max_length=1536, use_cpu=True, report_to="none"),
+    )
     row = trainer.train_dataset[0]
     assert {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(row)
     assert row["chosen_ids"] != row["rejected_ids"]
@@ -260,9 +274,19 @@ def test_grpo_export_prepares_in_grpo_trainer(student, rollout_rows, tmp_path):
 
     _, tokenizer, model = student
     data = _dataset(exports.grpo_rows(rollout_rows, columns=["category"]), exports.grpo_schema(["category"]))
-    trainer = GRPOTrainer(model=model, processing_class=tokenizer, train_dataset=data,
-                          reward_funcs=grpo_reward_funcs(BANKING77, BANKING77_REWARDS, PlainJSONAdapter()),
-                          args=GRPOConfig(output_dir=str(tmp_path), num_generations=2, per_device_train_batch_size=2,
-                                          max_completion_length=8, use_cpu=True, report_to="none"))
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=data,
+        reward_funcs=grpo_reward_funcs(BANKING77, BANKING77_REWARDS, PlainJSONAdapter()),
+        args=GRPOConfig(
+            output_dir=str(tmp_path),
+            num_generations=2,
+            per_device_train_batch_size=2,
+            max_completion_length=8,
+            use_cpu=True,
+            report_to="none",
+        ),
+    )
     batch = next(iter(trainer.get_train_dataloader()))
     assert {"prompt", "inputs", "category", "call_index", "replay"} <= set(batch[0])

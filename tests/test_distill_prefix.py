@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # loads and trains the embedded model
+
 FIXTURE = Path(__file__).resolve().parent / "data" / "banking77-rollouts.parquet"
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = 2048  # the tiny model's; the batches' token ids are renumbered into it
@@ -23,7 +25,7 @@ VOCAB = 2048  # the tiny model's; the batches' token ids are renumbered into it
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from raydspy.embedded import ensure_checkpoint
+    from raydspy.teacher.embedded import ensure_checkpoint
 
     return AutoTokenizer.from_pretrained(ensure_checkpoint())
 
@@ -44,9 +46,17 @@ def _tiny_llama(dtype=torch.float32, attn="sdpa"):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         tie_word_embeddings=True, attn_implementation=attn)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        attn_implementation=attn,
+    )
     return LlamaForCausalLM(config).to(dtype)
 
 
@@ -57,8 +67,15 @@ def _trainer(model, tokenizer, dataset, tmp_path, batch_size=4, **args):
 
     # bf16=False as in `raydspy.distill.train` on CPU (SFTConfig defaults to bf16 autocast).
     args = {"gradient_checkpointing": False, "bf16": False, **args}
-    config = SFTConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=batch_size, max_length=1536,
-                       report_to="none", use_cpu=True, disable_tqdm=True, **args)
+    config = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=batch_size,
+        max_length=1536,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        **args,
+    )
     return SharedPrefixSFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
 
 
@@ -109,6 +126,7 @@ def _compare(trainer, model, batch, rtol, num_items_in_batch=None):
 
 # --- where a batch splits ---------------------------------------------------------------------
 
+
 def _rows(*rows):
     """Right-padded ``(input_ids, attention_mask, labels)`` of rows given as (ids, first loss index)."""
     length = max(len(ids) for ids, _ in rows)
@@ -116,10 +134,10 @@ def _rows(*rows):
     mask = torch.zeros_like(input_ids)
     labels = torch.full_like(input_ids, -100)
     for i, (ids, first) in enumerate(rows):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        mask[i, :len(ids)] = 1
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        mask[i, : len(ids)] = 1
         if first is not None:
-            labels[i, first:len(ids)] = torch.tensor(ids[first:])
+            labels[i, first : len(ids)] = torch.tensor(ids[first:])
     return input_ids, mask, labels
 
 
@@ -154,6 +172,7 @@ def test_split_refuses_short_prompts_and_left_padding():
 
 # --- exactness ---------------------------------------------------------------------------------
 
+
 def test_shared_prefix_loss_and_gradients_equal_ordinary_training(tokenizer, dataset, tmp_path):
     model = _tiny_llama(torch.float64)
     trainer = _trainer(model, tokenizer, dataset, tmp_path)
@@ -185,10 +204,23 @@ def test_lora_gradients_equal_ordinary_training(tokenizer, dataset, tmp_path):
 
     from raydspy.distill.shared_prefix import SharedPrefixSFTTrainer
 
-    args = SFTConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, max_length=1536,
-                     report_to="none", use_cpu=True, disable_tqdm=True, gradient_checkpointing=False, bf16=False)
-    trainer = SharedPrefixSFTTrainer(model=_tiny_llama(torch.float64), args=args, train_dataset=dataset,
-                                     processing_class=tokenizer, peft_config=peft_config)
+    args = SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=2,
+        max_length=1536,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        gradient_checkpointing=False,
+        bf16=False,
+    )
+    trainer = SharedPrefixSFTTrainer(
+        model=_tiny_llama(torch.float64),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     # Nonzero adapters, so that the base weights' gradients flow through them too.
     with torch.no_grad():
         for name, param in trainer.model.named_parameters():

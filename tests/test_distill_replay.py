@@ -11,21 +11,28 @@ import pickle
 
 import dspy
 import pytest
-
 from fake_openai import FakeOpenAI
+
 from raydspy import Collect
-from raydspy.adapters import PlainJSONAdapter, StructuredOutputAdapter
+from raydspy.core.adapters import PlainJSONAdapter, StructuredOutputAdapter
+from raydspy.core.rollouts import records_to_table
 from raydspy.distill import exports
 from raydspy.distill.replay import ReplayScorer
 from raydspy.distill.rewards import grpo_reward_funcs
 from raydspy.errors import ConfigError
 from raydspy.programs import orders
-from raydspy.rollouts import records_to_table
 
 PROGRAM, REWARDS = "raydspy.programs.orders:program", "raydspy.programs.orders:rewards"
-EXAMPLES = [{"id": "a", "message": "Please send 3 blue mugs to our office in Oslo.", "city": "Oslo", "quantity": 3,
-             "item": "blue mugs"},
-            {"id": "b", "message": "Order for Lima: 5 candles.", "city": "Lima", "quantity": 5, "item": "candles"}]
+EXAMPLES = [
+    {
+        "id": "a",
+        "message": "Please send 3 blue mugs to our office in Oslo.",
+        "city": "Oslo",
+        "quantity": 3,
+        "item": "blue mugs",
+    },
+    {"id": "b", "message": "Order for Lima: 5 candles.", "city": "Lima", "quantity": 5, "item": "candles"},
+]
 
 
 def _teacher(request, k):
@@ -40,8 +47,14 @@ def grpo_rows(tmp_path_factory):
     """The GRPO export's rows of one rollout per example, collected with structured outputs."""
     with FakeOpenAI(reply=_teacher) as server:
         lm = dspy.LM("openai/fake-model", api_base=server.url, api_key="-", cache=False)
-        collect = Collect(orders.program(), str(tmp_path_factory.mktemp("rollouts")), reward_fn=orders.rewards(),
-                          num_threads=2, lm=lm, adapter=StructuredOutputAdapter())
+        collect = Collect(
+            orders.program(),
+            str(tmp_path_factory.mktemp("rollouts")),
+            reward_fn=orders.rewards(),
+            num_threads=2,
+            lm=lm,
+            adapter=StructuredOutputAdapter(),
+        )
         collect.collect(EXAMPLES, n=1)
     rows = {json.loads(r["inputs"])["id"]: r for r in records_to_table(collect.last_records).to_pylist()}
     grpo = {ex: sorted(exports.grpo_rows([row]), key=lambda r: r["call_index"]) for ex, row in rows.items()}
@@ -77,9 +90,13 @@ def test_each_predictors_completion_moves_the_rewards_of_its_own_outputs(grpo_ro
     scorer = ReplayScorer(PROGRAM, REWARDS, PlainJSONAdapter())
     extract_lima, confirm_lima = rows["b"]
     better = scorer.score(extract_lima, json.dumps({"city": "Lima", "quantity": 5, "item": "candle"}))
-    assert better.rewards == {"city_match": 1.0, "quantity_match": 1.0, "item_match": 1.0,
-                              # the later call keeps the teacher's recorded reply
-                              "reply_mentions": 0.0}
+    assert better.rewards == {
+        "city_match": 1.0,
+        "quantity_match": 1.0,
+        "item_match": 1.0,
+        # the later call keeps the teacher's recorded reply
+        "reply_mentions": 0.0,
+    }
     reply = scorer.score(confirm_lima, json.dumps({"reply": "Your 5 candles will reach Lima soon."}))
     # The replayed extraction is the teacher's (Oslo, 3 blue mugs): the reply is scored on the
     # program's outputs, so naming Lima's gold values now counts, through the gold columns.
@@ -108,10 +125,14 @@ def test_trl_reward_functions_share_one_replay_and_pickle(grpo_rows):
     batch = rows["a"] + rows["b"]
     funcs = grpo_reward_funcs(PROGRAM, REWARDS, PlainJSONAdapter())
     assert [f.__name__ for f in funcs] == ["format", "city_match", "quantity_match", "item_match", "reply_mentions"]
-    kwargs = {"prompts": [r["prompt"] for r in batch],
-              "completions": [[{"role": "assistant", "content": _recorded(r)}] for r in batch],
-              "inputs": [r["inputs"] for r in batch], "call_index": [r["call_index"] for r in batch],
-              "replay": [r["replay"] for r in batch], "trainer_state": None}
+    kwargs = {
+        "prompts": [r["prompt"] for r in batch],
+        "completions": [[{"role": "assistant", "content": _recorded(r)}] for r in batch],
+        "inputs": [r["inputs"] for r in batch],
+        "call_index": [r["call_index"] for r in batch],
+        "replay": [r["replay"] for r in batch],
+        "trainer_state": None,
+    }
     values = {f.__name__: f(**kwargs) for f in funcs}
     assert values["format"] == [1.0] * 4 and values["city_match"] == [1.0, 1.0, 0.0, 0.0]
     again = pickle.loads(pickle.dumps(funcs))
@@ -122,6 +143,7 @@ def test_trl_reward_functions_share_one_replay_and_pickle(grpo_rows):
 
 
 def test_a_single_predictor_programs_task_reward_named_format_gives_way_to_grpos_own():
-    funcs = grpo_reward_funcs("raydspy.programs.banking77:program", "raydspy.programs.banking77:rewards",
-                              PlainJSONAdapter())
+    funcs = grpo_reward_funcs(
+        "raydspy.programs.banking77:program", "raydspy.programs.banking77:rewards", PlainJSONAdapter()
+    )
     assert [f.__name__ for f in funcs] == ["format", "exact_match"]

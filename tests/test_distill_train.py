@@ -6,7 +6,6 @@ Heavy (a local Ray, a training worker, vLLM loading a checkpoint): run under the
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,8 @@ import pytest
 
 from raydspy.distill import exports
 from raydspy.distill.config import TrainConfig
+
+pytestmark = pytest.mark.slow  # Ray Train runs TRL on the embedded model
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "banking77-rollouts.parquet"
 
@@ -39,19 +40,28 @@ def _tensors(path) -> dict:
 
 
 def test_two_sft_steps_change_the_weights_and_write_a_checkpoint_transformers_and_vllm_load(
-        ray_local, rollout_rows, tmp_path, monkeypatch):
+    ray_local, rollout_rows, tmp_path, monkeypatch
+):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from raydspy.distill.train import run_training
-    from raydspy.embedded import ensure_checkpoint
+    from raydspy.teacher.embedded import ensure_checkpoint
 
     _write_export(exports.sft_rows(rollout_rows), exports.SFT_SCHEMA, tmp_path / "sft")
     # Relative paths, as on the command line: Ray Train workers run elsewhere, yet find them.
     monkeypatch.chdir(tmp_path)
     # Shared prefix on, as in sft-cpu.yaml: two rows a batch share the instructions' prefix.
-    config = TrainConfig(dataset="sft", storage_path="runs", name="sft-test", max_steps=2,
-                         per_device_train_batch_size=2, max_length=1536, learning_rate=1e-4, logging_steps=1,
-                         shared_prefix=True)
+    config = TrainConfig(
+        dataset="sft",
+        storage_path="runs",
+        name="sft-test",
+        max_steps=2,
+        per_device_train_batch_size=2,
+        max_length=1536,
+        learning_rate=1e-4,
+        logging_steps=1,
+        shared_prefix=True,
+    )
     progress = []
     result = run_training("sft", config, on_progress=progress.append)
 
@@ -72,10 +82,12 @@ def test_two_sft_steps_change_the_weights_and_write_a_checkpoint_transformers_an
     assert tokenizer.chat_template and model.num_parameters() > 100_000_000
 
     # vLLM (CPU build) loads and generates from it, in its own process as a server would.
-    script = ("from vllm import LLM, SamplingParams\n"
-              f"llm = LLM(model={result.model_path!r}, dtype='float32', max_model_len=512, enforce_eager=True)\n"
-              "out = llm.generate(['The capital of France is'], SamplingParams(max_tokens=4, temperature=0))\n"
-              "print('VLLM-OUT', len(out[0].outputs[0].token_ids))\n")
+    script = (
+        "from vllm import LLM, SamplingParams\n"
+        f"llm = LLM(model={result.model_path!r}, dtype='float32', max_model_len=512, enforce_eager=True)\n"
+        "out = llm.generate(['The capital of France is'], SamplingParams(max_tokens=4, temperature=0))\n"
+        "print('VLLM-OUT', len(out[0].outputs[0].token_ids))\n"
+    )
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -85,12 +97,19 @@ def test_two_sft_steps_change_the_weights_and_write_a_checkpoint_transformers_an
 def test_lora_sft_step_writes_a_merged_model(ray_local, rollout_rows, tmp_path):
     from raydspy.distill.config import LoraSettings
     from raydspy.distill.train import run_training
-    from raydspy.embedded import ensure_checkpoint
+    from raydspy.teacher.embedded import ensure_checkpoint
 
     dataset = _write_export(exports.sft_rows(rollout_rows)[:2], exports.SFT_SCHEMA, tmp_path / "sft")
-    config = TrainConfig(dataset=dataset, storage_path=str(tmp_path / "runs"), name="lora-test", max_steps=1,
-                         per_device_train_batch_size=1, max_length=1536, learning_rate=1e-3,
-                         lora=LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
+    config = TrainConfig(
+        dataset=dataset,
+        storage_path=str(tmp_path / "runs"),
+        name="lora-test",
+        max_steps=1,
+        per_device_train_batch_size=1,
+        max_length=1536,
+        learning_rate=1e-3,
+        lora=LoraSettings(r=4, alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
     result = run_training("sft", config)
     before, after = _tensors(ensure_checkpoint()), _tensors(result.model_path)
     assert before.keys() == after.keys()  # merged: a plain model, no adapter weights
@@ -103,11 +122,17 @@ def test_grpo_steps_with_the_format_and_exact_match_rewards(ray_local, rollout_r
 
     rows = exports.grpo_rows(rollout_rows, columns=["category"])
     dataset = _write_export(rows, exports.grpo_schema(["category"]), tmp_path / "grpo")
-    config = TrainConfig.from_yaml(Path(__file__).resolve().parents[1] / "jobs" / "configs" / "grpo-cpu.yaml",
-                                   dataset=dataset, storage_path=str(tmp_path / "runs"), name="grpo-test", max_steps=2,
-                                   per_device_train_batch_size=2)
-    config = config.model_copy(update={"grpo": config.grpo.model_copy(update={"num_generations": 2,
-                                                                              "max_completion_length": 24})})
+    config = TrainConfig.from_yaml(
+        Path(__file__).resolve().parents[1] / "jobs" / "configs" / "grpo-cpu.yaml",
+        dataset=dataset,
+        storage_path=str(tmp_path / "runs"),
+        name="grpo-test",
+        max_steps=2,
+        per_device_train_batch_size=2,
+    )
+    config = config.model_copy(
+        update={"grpo": config.grpo.model_copy(update={"num_generations": 2, "max_completion_length": 24})}
+    )
     result = run_training("grpo", config)
     metrics = result.metrics
     assert metrics["global_step"] == 2

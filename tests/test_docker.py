@@ -17,7 +17,9 @@ DOCKERFILE = REPO / "docker" / "Dockerfile"
 
 
 def _hadolint() -> str | None:
-    return shutil.which("hadolint") or next((str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.exists()), None)
+    return shutil.which("hadolint") or next(
+        (str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.exists()), None
+    )
 
 
 def test_dockerfile_passes_hadolint():
@@ -84,7 +86,7 @@ def test_rayjob_example_runs_the_collect_entry_point():
     _check_cluster(spec["rayClusterSpec"])
     entrypoint = spec["entrypoint"].split()
     assert entrypoint[:2] == ["python", "/opt/raydspy/jobs/collect.py"]
-    from raydspy.cli import build_parser
+    from raydspy.cli.main import build_parser
 
     args = build_parser().parse_args(["collect", *entrypoint[2:]])  # the flags are `raydspy collect`'s
     assert args.program and args.input and args.output.startswith("s3://")

@@ -16,15 +16,15 @@ import boto3
 import psutil
 import pytest
 import ray
-from moto.server import ThreadedMotoServer
-
 from conftest import REPO, _free_port
 from fault_proxy import FaultProxy, every
-from raydspy.commits import committed_files, read_committed
+from moto.server import ThreadedMotoServer
+
+from raydspy.core.retries import RetryPolicy
+from raydspy.core.storage import StorageOptions, resolve
 from raydspy.pipeline import PipelineConfig, run_pipeline
+from raydspy.pipeline.commits import committed_files, read_committed
 from raydspy.programs import banking77
-from raydspy.retries import RetryPolicy
-from raydspy.storage import StorageOptions, resolve
 
 pytestmark = pytest.mark.e2e
 
@@ -125,8 +125,11 @@ def test_a_collect_actor_killed_mid_run(fresh_teacher, sample_csv, tmp_path):
     thread.join(timeout=600)
 
     # Ray restarts the actor and retries its batches; a run that still failed is resumed.
-    first = "failed: " + type(box["error"]).__name__ if "error" in box else (
-        "complete" if box["result"].complete else f"incomplete ({box['result'].missing} missing)")
+    first = (
+        "failed: " + type(box["error"]).__name__
+        if "error" in box
+        else ("complete" if box["result"].complete else f"incomplete ({box['result'].missing} missing)")
+    )
     did = f"first run {first}"
     if "error" in box or not box["result"].complete:
         summary = run_pipeline(PROGRAM, fresh_teacher, config, rewards=REWARDS)
@@ -137,9 +140,29 @@ def test_a_collect_actor_killed_mid_run(fresh_teacher, sample_csv, tmp_path):
 
 def _cli(sample_csv, output, *extra) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "raydspy.cli", "collect", "--program", PROGRAM, "--rewards", REWARDS,
-           "--input", str(sample_csv), "--output", output, "--n", str(N), "--batch-size", "2",
-           "--structured-outputs", "--max-tokens", "96", "--no-cache", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "raydspy.cli.main",
+        "collect",
+        "--program",
+        PROGRAM,
+        "--rewards",
+        REWARDS,
+        "--input",
+        str(sample_csv),
+        "--output",
+        output,
+        "--n",
+        str(N),
+        "--batch-size",
+        "2",
+        "--structured-outputs",
+        "--max-tokens",
+        "96",
+        "--no-cache",
+        *extra,
+    ]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -161,8 +184,11 @@ def test_the_driver_stopped_mid_run_then_run_again(fresh_teacher, sample_csv, tm
     output, _ = again.communicate(timeout=600)
     assert again.returncode == 0, output
     assert f"{committed} already committed" in output
-    _report(f"the driver stopped by {how} mid-run", f"exit {driver.returncode} with {committed} committed; "
-            "run again: only the missing rollouts", _assert_exactly_once(out))
+    _report(
+        f"the driver stopped by {how} mid-run",
+        f"exit {driver.returncode} with {committed} committed; run again: only the missing rollouts",
+        _assert_exactly_once(out),
+    )
 
 
 def test_the_s3_server_stopped_and_restarted_mid_run(fresh_teacher, sample_csv, tmp_path):
@@ -177,8 +203,10 @@ def test_the_s3_server_stopped_and_restarted_mid_run(fresh_teacher, sample_csv, 
     config = PipelineConfig(input_uri=str(sample_csv), output_uri=out.uri, n=N, batch_size=2, storage=storage)
     thread, box = _in_background(lambda: run_pipeline(PROGRAM, fresh_teacher, config, rewards=REWARDS))
     try:
-        _wait_for(lambda: s3.list_objects_v2(Bucket="flaky", Prefix="run/part-").get("KeyCount", 0) > 0,
-                  what="a first committed batch")
+        _wait_for(
+            lambda: s3.list_objects_v2(Bucket="flaky", Prefix="run/part-").get("KeyCount", 0) > 0,
+            what="a first committed batch",
+        )
         server.stop()
         time.sleep(8)  # rollouts finish meanwhile; their commits fail and are retried
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -186,7 +214,10 @@ def test_the_s3_server_stopped_and_restarted_mid_run(fresh_teacher, sample_csv, 
         thread.join(timeout=600)
         assert "error" not in box, box.get("error")
         assert box["result"].complete, box["result"].as_dict()
-        _report("the S3 server stopped 8 s, then restarted", "commits retried; complete in one run",
-                _assert_exactly_once(out))
+        _report(
+            "the S3 server stopped 8 s, then restarted",
+            "commits retried; complete in one run",
+            _assert_exactly_once(out),
+        )
     finally:
         server.stop()

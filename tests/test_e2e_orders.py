@@ -10,7 +10,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from raydspy.cli import main
+from raydspy.cli.main import main
 
 pytestmark = pytest.mark.e2e
 
@@ -20,8 +20,23 @@ REWARDS = {"city_match", "quantity_match", "item_match", "reply_mentions"}
 @pytest.fixture(scope="module")
 def orders_run(teacher, tmp_path_factory):
     out = tmp_path_factory.mktemp("orders")
-    code = main(["collect", "--task", "orders", "--limit", "6", "--n", "2", "--output", str(out / "rollouts"),
-                 "--teacher-url", teacher.base_url, "--summary-json", str(out / "summary.json")])
+    code = main(
+        [
+            "collect",
+            "--task",
+            "orders",
+            "--limit",
+            "6",
+            "--n",
+            "2",
+            "--output",
+            str(out / "rollouts"),
+            "--teacher-url",
+            teacher.base_url,
+            "--summary-json",
+            str(out / "summary.json"),
+        ]
+    )
     assert code == 0
     return out
 
@@ -52,9 +67,16 @@ def test_exports_and_a_grpo_step_with_the_tasks_rewards(orders_run, ray_local):
     prompts = exports.load_export(str(orders_run / "grpo"))
     assert grpo.rows == len(prompts) and {"extract", "confirm"} <= set(prompts["predictor"])
 
-    config = TrainConfig(dataset=str(orders_run / "grpo"), storage_path=str(orders_run / "runs"), name="grpo-orders",
-                         max_steps=1, per_device_train_batch_size=2, learning_rate=1e-5, cpus_per_worker=2,
-                         grpo=GRPOSettings(task="orders", num_generations=2, max_completion_length=24))
+    config = TrainConfig(
+        dataset=str(orders_run / "grpo"),
+        storage_path=str(orders_run / "runs"),
+        name="grpo-orders",
+        max_steps=1,
+        per_device_train_batch_size=2,
+        learning_rate=1e-5,
+        cpus_per_worker=2,
+        grpo=GRPOSettings(task="orders", num_generations=2, max_completion_length=24),
+    )
     metrics = run_training("grpo", config).metrics
     assert metrics["global_step"] == 1
     # TRL logged every reward of the task, computed on the student's sampled completions by replay.
@@ -63,12 +85,28 @@ def test_exports_and_a_grpo_step_with_the_tasks_rewards(orders_run, ray_local):
 
 
 def test_cli_evaluates_teacher_and_base_student_on_held_out_orders(teacher, tmp_path):
-    code = main(["evaluate", "--task", "orders", "--examples", "6", "--base-url", teacher.base_url,
-                 "--output", str(tmp_path / "eval"), "--threads", "12"])
+    code = main(
+        [
+            "evaluate",
+            "--task",
+            "orders",
+            "--examples",
+            "6",
+            "--base-url",
+            teacher.base_url,
+            "--output",
+            str(tmp_path / "eval"),
+            "--threads",
+            "12",
+        ]
+    )
     assert code == 0
     (teacher_result, student) = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert (teacher_result["name"], student["name"]) == ("teacher", "base student")
-    assert set(teacher_result["rewards"]) == REWARDS and set(teacher_result["format_by_predictor"]) <= {"extract", "confirm"}
+    assert set(teacher_result["rewards"]) == REWARDS and set(teacher_result["format_by_predictor"]) <= {
+        "extract",
+        "confirm",
+    }
     assert teacher_result["format_compliance"] >= student["format_compliance"]
     assert "| teacher (`smollm2-135m-instruct`) | structured |" in (tmp_path / "eval" / "evaluation.md").read_text()
     assert (tmp_path / "eval" / "evaluation.png").stat().st_size > 0

@@ -10,11 +10,11 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 
-from raydspy.cli import main
+from raydspy.cli.main import main
+from raydspy.core.storage import StorageOptions, resolve
 from raydspy.pipeline import PipelineConfig, run_pipeline
+from raydspy.pipeline.summary import read_rollouts
 from raydspy.programs import banking77
-from raydspy.storage import StorageOptions, resolve
-from raydspy.summary import read_rollouts
 
 pytestmark = pytest.mark.e2e
 
@@ -106,8 +106,14 @@ def test_rollouts_to_and_from_s3(teacher, s3_server, sample_csv):
     s3 = boto3.client("s3", endpoint_url=s3_server)
     s3.upload_file(str(sample_csv), "rollouts", "inputs/banking77.csv")
     storage = StorageOptions(s3_endpoint_url=s3_server)
-    config = PipelineConfig(input_uri="s3://rollouts/inputs/banking77.csv", output_uri="s3://rollouts/runs/e2e",
-                            n=1, limit=6, batch_size=3, storage=storage)
+    config = PipelineConfig(
+        input_uri="s3://rollouts/inputs/banking77.csv",
+        output_uri="s3://rollouts/runs/e2e",
+        n=1,
+        limit=6,
+        batch_size=3,
+        storage=storage,
+    )
     summary = run_pipeline(PROGRAM, teacher, config, rewards=REWARDS)
 
     listed = s3.list_objects_v2(Bucket="rollouts", Prefix="runs/e2e/")["Contents"]
@@ -118,11 +124,31 @@ def test_rollouts_to_and_from_s3(teacher, s3_server, sample_csv):
 
 
 def test_cli_collect_prints_the_summary(teacher, tmp_path, capsys):
-    code = main(["collect", "--preset", "banking77", "--limit", "4", "--n", "1", "--output", str(tmp_path / "cli"),
-                 "--summary-json", str(tmp_path / "summary.json")])
+    code = main(
+        [
+            "collect",
+            "--preset",
+            "banking77",
+            "--limit",
+            "4",
+            "--n",
+            "1",
+            "--output",
+            str(tmp_path / "cli"),
+            "--summary-json",
+            str(tmp_path / "summary.json"),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
-    for line in ("rollouts planned", "rows in output", "rows with errors", "mean reward", "format compliance", "rollouts per second"):
+    for line in (
+        "rollouts planned",
+        "rows in output",
+        "rows with errors",
+        "mean reward",
+        "format compliance",
+        "rollouts per second",
+    ):
         assert line in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rows"] == 4 and summary["files"] >= 1

@@ -9,13 +9,25 @@ import sys
 import time
 
 from fastapi.testclient import TestClient
-from ray_head import REPO, ray_head  # noqa: F401 - the session fixture
+from ray_head import REPO
 
 from raydspy.programs import banking77
 
 # What a working_dir upload leaves out: environments, outputs, caches (see the README examples).
-EXCLUDES = [".venv", ".git", "rollouts", "runs", "build", "*.egg-info", ".pytest_cache", ".hypothesis",
-            "**/__pycache__", "*.safetensors", "*.gguf", "checkpoints"]
+EXCLUDES = [
+    ".venv",
+    ".git",
+    "rollouts",
+    "runs",
+    "build",
+    "*.egg-info",
+    ".pytest_cache",
+    ".hypothesis",
+    "**/__pycache__",
+    "*.safetensors",
+    "*.gguf",
+    "checkpoints",
+]
 
 
 def _wait_for_job(client, job_id: str, timeout_s: float = 420.0):
@@ -33,16 +45,35 @@ def test_collect_job_through_job_submission_client(ray_head, tmp_path):
     sample = banking77.write_sample(tmp_path / "train.csv", size=8)
     summary = tmp_path / "summary.json"
     client = JobSubmissionClient(ray_head.dashboard_url)
-    entrypoint = shlex.join([
-        "python", "jobs/collect.py", "--program", "raydspy.programs.banking77:program",
-        "--rewards", "raydspy.programs.banking77:rewards", "--input", str(sample),
-        "--output", str(tmp_path / "out"), "--n", "2", "--batch-size", "4", "--dry-run",
-        "--structured-outputs", "--summary-json", str(summary),
-    ])
+    entrypoint = shlex.join(
+        [
+            "python",
+            "jobs/collect.py",
+            "--program",
+            "raydspy.programs.banking77:program",
+            "--rewards",
+            "raydspy.programs.banking77:rewards",
+            "--input",
+            str(sample),
+            "--output",
+            str(tmp_path / "out"),
+            "--n",
+            "2",
+            "--batch-size",
+            "4",
+            "--dry-run",
+            "--structured-outputs",
+            "--summary-json",
+            str(summary),
+        ]
+    )
     job_id = client.submit_job(
         entrypoint=entrypoint,
-        runtime_env={"working_dir": str(REPO), "excludes": EXCLUDES,
-                     "env_vars": {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}},
+        runtime_env={
+            "working_dir": str(REPO),
+            "excludes": EXCLUDES,
+            "env_vars": {"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        },
     )
     status = _wait_for_job(client, job_id)
     logs = client.get_job_logs(job_id)
@@ -60,16 +91,29 @@ def test_service_runs_as_ray_jobs(ray_head, tmp_path):
 
     (tmp_path / "in").mkdir()
     sample = banking77.write_sample(tmp_path / "in" / "train.csv", size=8)
-    settings = ServiceSettings.load(dict(
-        token="t", input_prefixes=[str(tmp_path / "in")], output_prefixes=[str(tmp_path / "out")],
-        state_uri=str(tmp_path / "state"), executor="job", job_address=ray_head.dashboard_url,
-        dispatch_interval_s=0.5))
+    settings = ServiceSettings.load(
+        dict(
+            token="t",
+            input_prefixes=[str(tmp_path / "in")],
+            output_prefixes=[str(tmp_path / "out")],
+            state_uri=str(tmp_path / "state"),
+            executor="job",
+            job_address=ray_head.dashboard_url,
+            dispatch_interval_s=0.5,
+        )
+    )
     manager = RunManager(settings).start()
     auth = {"Authorization": "Bearer t"}
     try:
         with TestClient(create_app(manager)) as c:
-            body = {"program": "raydspy.programs.banking77:program", "input_uri": str(sample),
-                    "output_uri": str(tmp_path / "out" / "r"), "n": 2, "dry_run": True, "batch_size": 4}
+            body = {
+                "program": "raydspy.programs.banking77:program",
+                "input_uri": str(sample),
+                "output_uri": str(tmp_path / "out" / "r"),
+                "n": 2,
+                "dry_run": True,
+                "batch_size": 4,
+            }
             run_id = c.post("/v1/runs", json=body, headers=auth).json()["id"]
             deadline = time.monotonic() + 420
             while True:
@@ -81,6 +125,8 @@ def test_service_runs_as_ray_jobs(ray_head, tmp_path):
         logs = JobSubmissionClient(ray_head.dashboard_url).get_job_logs(record.executor_ref)
         assert status["state"] == "SUCCEEDED", (status, logs[-3000:])
         assert status["rollouts_done"] == 16
-        assert sys.executable in JobSubmissionClient(ray_head.dashboard_url).get_job_info(record.executor_ref).entrypoint
+        assert (
+            sys.executable in JobSubmissionClient(ray_head.dashboard_url).get_job_info(record.executor_ref).entrypoint
+        )
     finally:
         manager.stop()

@@ -8,9 +8,9 @@ import shlex
 import time
 
 import requests
-from ray_head import REPO, ray_head  # noqa: F401 - the session fixture
-from test_jobs import EXCLUDES, _wait_for_job
 from fake_openai import slow_teacher
+from ray_head import REPO
+from test_jobs import EXCLUDES, _wait_for_job
 
 from raydspy.programs import banking77
 
@@ -45,14 +45,38 @@ def test_run_metrics_reach_the_metrics_endpoint(ray_head, tmp_path):
     client = JobSubmissionClient(ray_head.dashboard_url)
     try:
         job_id = client.submit_job(
-            entrypoint=shlex.join([
-                "python", "jobs/collect.py", "--program", "raydspy.programs.banking77:program",
-                "--rewards", "raydspy.programs.banking77:rewards", "--input", str(sample), "--output", output,
-                "--n", "2", "--batch-size", "2", "--actors", "1", "--threads", "2", "--no-cache",
-                "--teacher-url", teacher.url, "--teacher-model", "slow-model",
-            ]),
-            runtime_env={"working_dir": str(REPO), "excludes": EXCLUDES,
-                         "env_vars": {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}},
+            entrypoint=shlex.join(
+                [
+                    "python",
+                    "jobs/collect.py",
+                    "--program",
+                    "raydspy.programs.banking77:program",
+                    "--rewards",
+                    "raydspy.programs.banking77:rewards",
+                    "--input",
+                    str(sample),
+                    "--output",
+                    output,
+                    "--n",
+                    "2",
+                    "--batch-size",
+                    "2",
+                    "--actors",
+                    "1",
+                    "--threads",
+                    "2",
+                    "--no-cache",
+                    "--teacher-url",
+                    teacher.url,
+                    "--teacher-model",
+                    "slow-model",
+                ]
+            ),
+            runtime_env={
+                "working_dir": str(REPO),
+                "excludes": EXCLUDES,
+                "env_vars": {"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+            },
         )
         seen: dict[str, float] = {}
         deadline = time.monotonic() + 420

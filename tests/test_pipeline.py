@@ -8,7 +8,7 @@ import pytest
 from raydspy import ConfigError, InputError, StorageError, TeacherUnreachableError
 from raydspy.pipeline import PipelineConfig, run_pipeline
 from raydspy.programs import banking77
-from raydspy.teacher import TeacherConfig
+from raydspy.teacher.client import TeacherConfig
 
 PROGRAM = "raydspy.programs.banking77:program"
 REWARDS = "raydspy.programs.banking77:rewards"
@@ -20,7 +20,9 @@ def sample_csv(tmp_path_factory):
 
 
 def test_dry_run_streams_one_file_per_block(ray_local, sample_csv, tmp_path):
-    config = PipelineConfig(input_uri=str(sample_csv), output_uri=str(tmp_path / "out"), n=2, batch_size=4, dry_run=True)
+    config = PipelineConfig(
+        input_uri=str(sample_csv), output_uri=str(tmp_path / "out"), n=2, batch_size=4, dry_run=True
+    )
     summary = run_pipeline(PROGRAM, TeacherConfig(structured_outputs=True), config, rewards=REWARDS)
 
     table = pq.read_table(tmp_path / "out")
@@ -61,9 +63,18 @@ def test_unreachable_teacher_fails_before_rollouts(ray_local, sample_csv, tmp_pa
 def test_actors_that_cannot_start_fail_clearly(ray_local, sample_csv, tmp_path):
     # 2 actors x 6 CPUs on a Ray of 8: the second can never be placed. Without a wait for the whole
     # pool, the first actor would take every block; with it, a clear error instead of a hang.
-    config = PipelineConfig(input_uri=str(sample_csv), output_uri=str(tmp_path / "out"), dry_run=True,
-                            num_actors=2, actor_num_cpus=6, actor_start_timeout_s=3)
-    with pytest.raises(ConfigError, match=r"2 Collect actors did not all start within 3 s: they ask for 2 x 6.0 "
-                                          r"logical CPUs, and the cluster has 8 in all"):
+    config = PipelineConfig(
+        input_uri=str(sample_csv),
+        output_uri=str(tmp_path / "out"),
+        dry_run=True,
+        num_actors=2,
+        actor_num_cpus=6,
+        actor_start_timeout_s=3,
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"2 Collect actors did not all start within 3 s: they ask for 2 x 6.0 "
+        r"logical CPUs, and the cluster has 8 in all",
+    ):
         run_pipeline(PROGRAM, TeacherConfig(), config)
     assert not list((tmp_path / "out").glob("*.parquet"))

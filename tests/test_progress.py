@@ -6,9 +6,9 @@ import io
 
 from rich.console import Console
 
-from raydspy.distill.cli import TrainProgressBar
+from raydspy.cli.progress import ProgressDisplay, RunProgressBar, TrainProgressBar
+from raydspy.core.stats import RolloutStats
 from raydspy.pipeline import RunProgress
-from raydspy.progress import ProgressDisplay, RunProgressBar
 
 
 class Clock:
@@ -62,8 +62,8 @@ def test_run_and_train_progress_print_their_numbers_in_logs():
     with RunProgressBar(console, every_s=0) as bar:
         progress = RunProgress(planned=8, resumed=2)
         bar.start(progress)
-        progress.add({"committed": 3, "errors": 1, "deferred": 0, "reward_sum": 1.5, "reward_count": 3,
-                      "completion_tokens": 30, "file": "part-0.parquet", "last_error": None})
+        stats = RolloutStats(rows=3, errors_by_type={"ValueError": 1}, reward_sum=1.5, reward_count=3)
+        progress.add({"file": "part-0.parquet", "stats": stats.to_json()})
         bar.update(progress)
     with TrainProgressBar(console, "sft", every_s=0) as train:
         train.update({"step": 2, "max_steps": 4, "loss": 1.5})

@@ -10,20 +10,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray.data
-
 from fake_openai import FakeOpenAI
 from fault_proxy import FaultProxy
+
 from raydspy import InputError
-from raydspy.commits import commit_rollouts, committed_files, read_committed
-from raydspy.identity import rollout_seed
+from raydspy.core.identity import rollout_seed
+from raydspy.core.retries import RetryPolicy
+from raydspy.core.rollouts import RolloutRecord, records_to_table
+from raydspy.core.runner import RolloutRunner
+from raydspy.core.storage import resolve
 from raydspy.pipeline import INVALID_DIR, PipelineConfig, run_pipeline
-from raydspy.retries import RetryPolicy
-from raydspy.rollouts import RolloutRecord, records_to_table
-from raydspy.runner import RolloutRunner
-from raydspy.storage import resolve
-from raydspy.summary import summarize, summarize_committed
-from raydspy.teacher import TeacherConfig
-from raydspy.validation import check_input, input_field_types
+from raydspy.pipeline.commits import commit_rollouts, committed_files, read_committed
+from raydspy.pipeline.summary import summarize, summarize_committed
+from raydspy.pipeline.validation import check_input, input_field_types
+from raydspy.teacher.client import TeacherConfig
 
 FAST_RETRY = RetryPolicy(max_attempts=6, initial_wait_s=0.01, max_wait_s=0.05, deadline_s=30)
 
@@ -54,7 +54,10 @@ def _rows(uri: str) -> list[dict]:
 
 def test_retrying_lm_rides_out_each_kind_of_fault():
     faults = ["500", "429", "drop", "503"]
-    with FakeOpenAI({"answer": "a"}) as server, FaultProxy(server.url, lambda k: faults[k] if k < 4 else "pass") as proxy:
+    with (
+        FakeOpenAI({"answer": "a"}) as server,
+        FaultProxy(server.url, lambda k: faults[k] if k < 4 else "pass") as proxy,
+    ):
         runner = RolloutRunner(QA(), lm=_teacher(proxy.url).lm())
         result = runner.run({"question": "why?"}, 0)
 
@@ -83,8 +86,13 @@ def test_resume_runs_only_the_missing_rollouts(ray_local, tmp_path):
     out = str(tmp_path / "out")
     with FakeOpenAI({"answer": "a"}) as server:
         teacher = _teacher(server.url)
-        first = run_pipeline(QA(), teacher, PipelineConfig(
-            input_uri=str(_questions(tmp_path / "q.jsonl", 12)), output_uri=out, n=2, batch_size=4, limit=5))
+        first = run_pipeline(
+            QA(),
+            teacher,
+            PipelineConfig(
+                input_uri=str(_questions(tmp_path / "q.jsonl", 12)), output_uri=out, n=2, batch_size=4, limit=5
+            ),
+        )
         assert (first.planned, first.resumed, first.new_rows, first.complete) == (10, 0, 10, True)
         calls_before = len(server.requests)
 
@@ -100,7 +108,8 @@ def test_resume_runs_only_the_missing_rollouts(ray_local, tmp_path):
     rows = _rows(out)
     assert len(rows) == 24 and len({r["rollout_id"] for r in rows}) == 24
     assert sorted((r["inputs"], r["rollout_index"]) for r in rows) == sorted(
-        (json.dumps({"question": f"question {i}?"}), k) for i in range(12) for k in range(2))
+        (json.dumps({"question": f"question {i}?"}), k) for i in range(12) for k in range(2)
+    )
 
 
 def test_a_seeded_run_sends_each_rollout_its_own_seed_from_the_workers(ray_local, tmp_path):
@@ -116,8 +125,9 @@ def test_a_seeded_run_sends_each_rollout_its_own_seed_from_the_workers(ray_local
 
 def test_unreachable_teacher_defers_rollouts_and_a_rerun_does_them(ray_local, tmp_path):
     out = str(tmp_path / "out")
-    config = PipelineConfig(input_uri=str(_questions(tmp_path / "q.jsonl", 6)), output_uri=out, n=2,
-                            batch_size=3, max_error_rate=1.0)
+    config = PipelineConfig(
+        input_uri=str(_questions(tmp_path / "q.jsonl", 6)), output_uri=out, n=2, batch_size=3, max_error_rate=1.0
+    )
     fast_give_up = RetryPolicy(max_attempts=2, initial_wait_s=0.01, max_wait_s=0.02, deadline_s=5)
     with FakeOpenAI({"answer": "a"}) as server:
         with FaultProxy(server.url, lambda k: "503") as down:
@@ -130,8 +140,14 @@ def test_unreachable_teacher_defers_rollouts_and_a_rerun_does_them(ray_local, tm
 
 
 def test_error_budget_stops_a_run_whose_teacher_is_down(ray_local, tmp_path):
-    config = PipelineConfig(input_uri=str(_questions(tmp_path / "q.jsonl", 200)), output_uri=str(tmp_path / "out"),
-                            batch_size=4, num_actors=1, threads_per_actor=4, max_error_rate=0.5)
+    config = PipelineConfig(
+        input_uri=str(_questions(tmp_path / "q.jsonl", 200)),
+        output_uri=str(tmp_path / "out"),
+        batch_size=4,
+        num_actors=1,
+        threads_per_actor=4,
+        max_error_rate=0.5,
+    )
     fast_give_up = RetryPolicy(max_attempts=1, initial_wait_s=0.01, max_wait_s=0.01, deadline_s=1)
     with FakeOpenAI({"answer": "a"}) as server, FaultProxy(server.url, lambda k: "500") as down:
         summary = run_pipeline(QA(), _teacher(down.url, retry=fast_give_up), config)
@@ -142,16 +158,24 @@ def test_error_budget_stops_a_run_whose_teacher_is_down(ray_local, tmp_path):
 
 def test_invalid_rows_are_refused_with_their_row_numbers(ray_local, tmp_path):
     path = tmp_path / "q.jsonl"
-    rows = [{"id": "a", "question": "fine?"}, {"id": "b", "question": ""}, {"id": "c", "question": None},
-            {"id": "a", "question": "same id?"}, {"id": "d", "question": "   "},
-            {"id": "e", "question": "x" * 4000}, {"id": "f", "question": "also fine?"}]
+    rows = [
+        {"id": "a", "question": "fine?"},
+        {"id": "b", "question": ""},
+        {"id": "c", "question": None},
+        {"id": "a", "question": "same id?"},
+        {"id": "d", "question": "   "},
+        {"id": "e", "question": "x" * 4000},
+        {"id": "f", "question": "also fine?"},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = PipelineConfig(input_uri=str(path), output_uri=str(tmp_path / "out"), id_field="id", dry_run=True)
 
     with pytest.raises(InputError) as caught:
         run_pipeline(QA(), TeacherConfig(), config)
     message = str(caught.value)
-    assert message.startswith(f"examples in {str(path)!r}: 5 of 7 rows are invalid: row 0 (id a): duplicate example id (also row 3)")
+    assert message.startswith(
+        f"examples in {str(path)!r}: 5 of 7 rows are invalid: row 0 (id a): duplicate example id (also row 3)"
+    )
     assert "row 1 (id b): field 'question' is an empty string" in message
     assert "row 2 (id c): field 'question' is empty (null)" in message
     assert "--skip-invalid" in message
@@ -168,7 +192,8 @@ def test_too_long_inputs_are_invalid_against_the_teachers_context(ray_local):
     dataset = ray.data.from_items([{"question": "short"}, {"question": "x" * 4000}])
     checked = check_input(dataset, ["question"], max_input_tokens=512)
     assert [r.describe() for r in checked.invalid] == [
-        f"row 1 (id {checked.invalid[0].example_id}): input is ~1000 tokens, over the 512 the teacher's context leaves"]
+        f"row 1 (id {checked.invalid[0].example_id}): input is ~1000 tokens, over the 512 the teacher's context leaves"
+    ]
 
 
 def test_values_of_the_wrong_type_are_invalid(ray_local):
@@ -179,13 +204,23 @@ def test_values_of_the_wrong_type_are_invalid(ray_local):
 
     program = dspy.Predict(Count)
     types = input_field_types(program, ["items", "limit"])
-    dataset = ray.data.from_items([{"items": ["a"], "limit": 3.0}, {"items": ["b"], "limit": 2.5},
-                                   {"items": ["c"], "limit": None}, {"items": None, "limit": 1.0}])
+    dataset = ray.data.from_items(
+        [
+            {"items": ["a"], "limit": 3.0},
+            {"items": ["b"], "limit": 2.5},
+            {"items": ["c"], "limit": None},
+            {"items": None, "limit": 1.0},
+        ]
+    )
     checked = check_input(dataset, ["items", "limit"], field_types=types)
     assert [(r.row, r.reason) for r in checked.invalid] == [
-        (1, "field 'limit' is a float (2.5), expected int"), (2, "field 'limit' is empty (null)"),
-        (3, "field 'items' is empty (null)")]
-    words = check_input(ray.data.from_items([{"items": ["a"], "limit": "three"}]), ["items", "limit"], field_types=types)
+        (1, "field 'limit' is a float (2.5), expected int"),
+        (2, "field 'limit' is empty (null)"),
+        (3, "field 'items' is empty (null)"),
+    ]
+    words = check_input(
+        ray.data.from_items([{"items": ["a"], "limit": "three"}]), ["items", "limit"], field_types=types
+    )
     assert [r.reason for r in words.invalid] == ["field 'limit' is a str ('three'), expected int"]
 
 
@@ -193,13 +228,31 @@ def test_unparseable_input_is_an_input_error(ray_local, tmp_path):
     path = tmp_path / "q.jsonl"
     path.write_text('{"question": "fine"}\n{"question": ["a", "list"]}\n')
     with pytest.raises(InputError, match=rf"cannot read examples from {str(path)!r}"):
-        run_pipeline(QA(), TeacherConfig(), PipelineConfig(input_uri=str(path), output_uri=str(tmp_path / "o"), dry_run=True))
+        run_pipeline(
+            QA(), TeacherConfig(), PipelineConfig(input_uri=str(path), output_uri=str(tmp_path / "o"), dry_run=True)
+        )
 
 
 def _records(ids: list[str]) -> pa.Table:
-    return records_to_table([RolloutRecord(rollout_id=i, example_id="e", rollout_index=k, inputs={}, outputs={"a": 1},
-                                           trace=[], reward=None, rewards={}, error=None, dry_run=False,
-                                           program_hash="p", teacher="t") for k, i in enumerate(ids)])
+    return records_to_table(
+        [
+            RolloutRecord(
+                rollout_id=i,
+                example_id="e",
+                rollout_index=k,
+                inputs={},
+                outputs={"a": 1},
+                trace=[],
+                reward=None,
+                rewards={},
+                error=None,
+                dry_run=False,
+                program_hash="p",
+                teacher="t",
+            )
+            for k, i in enumerate(ids)
+        ]
+    )
 
 
 def test_a_retried_batch_replaces_its_own_file(tmp_path):
@@ -229,7 +282,11 @@ def test_the_summary_reads_one_file_at_a_time_and_counts_each_rollout_once(tmp_p
     whole = summarize(read_committed(location)[0])
     assert dropped == 1 and summary.rows == whole.rows == 3
     assert (summary.error_rows, summary.mean_reward, summary.format_rate, summary.completion_tokens) == (
-        whole.error_rows, whole.mean_reward, whole.format_rate, whole.completion_tokens)
+        whole.error_rows,
+        whole.mean_reward,
+        whole.format_rate,
+        whole.completion_tokens,
+    )
 
 
 def _in_flight_profile(windows: list[tuple[float, float]]) -> tuple[int, float]:
@@ -254,8 +311,11 @@ def another_dataset(ray_local):
     the two executions, as it does beside another run on a shared cluster."""
     import time
 
-    iterator = iter(ray.data.range(200, override_num_blocks=100).map_batches(
-        lambda batch: (time.sleep(1), batch)[1]).iter_batches(batch_size=1))
+    iterator = iter(
+        ray.data.range(200, override_num_blocks=100)
+        .map_batches(lambda batch: (time.sleep(1), batch)[1])
+        .iter_batches(batch_size=1)
+    )
     next(iterator)
     yield
     del iterator
@@ -272,8 +332,14 @@ def test_every_thread_stays_busy_until_the_work_runs_out(ray_local, tmp_path, re
     if beside != "alone":
         request.getfixturevalue("another_dataset")
     with FakeOpenAI({"answer": "a"}, delay_s=3.0) as server:
-        config = PipelineConfig(input_uri=str(_questions(tmp_path / "q.jsonl", 12)), output_uri=str(tmp_path / "out"),
-                                n=2, batch_size=4, num_actors=2, threads_per_actor=3)
+        config = PipelineConfig(
+            input_uri=str(_questions(tmp_path / "q.jsonl", 12)),
+            output_uri=str(tmp_path / "out"),
+            n=2,
+            batch_size=4,
+            num_actors=2,
+            threads_per_actor=3,
+        )
         summary = run_pipeline(QA(), _teacher(server.url), config)
         windows = sorted(server.windows)
 
@@ -291,8 +357,14 @@ def test_a_run_stopped_by_its_error_budget_summarises_what_its_output_holds(ray_
     # Every completion fails to parse: the rollouts are rows (with their error), committed while
     # the driver decides to stop, and more commit after it (the batches in flight). Every figure
     # of the summary must agree with the output.
-    config = PipelineConfig(input_uri=str(_questions(tmp_path / "q.jsonl", 300)), output_uri=str(tmp_path / "out"),
-                            batch_size=2, num_actors=2, threads_per_actor=8, max_error_rate=0.5)
+    config = PipelineConfig(
+        input_uri=str(_questions(tmp_path / "q.jsonl", 300)),
+        output_uri=str(tmp_path / "out"),
+        batch_size=2,
+        num_actors=2,
+        threads_per_actor=8,
+        max_error_rate=0.5,
+    )
     with FakeOpenAI(reply=lambda request, k: "no format at all") as server:
         summary = run_pipeline(QA(), _teacher(server.url), config)
     assert summary.stopped and summary.stopped.startswith("error budget exceeded")

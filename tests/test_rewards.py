@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raydspy import ExactMatch, FormatCompliance, RewardSet, build_format_reward
-from raydspy.tracing import LMCall
+from raydspy.core.tracing import LMCall
 
 ADAPTERS = [dspy.ChatAdapter(), dspy.JSONAdapter(), dspy.XMLAdapter()]
 
@@ -40,16 +40,20 @@ def well_formed(adapter: dspy.Adapter, values: dict) -> str:
     return adapter.format_assistant_message_content(Everything, values)
 
 
-values_strategy = st.fixed_dictionaries({
-    "text": st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30).map(str.strip).filter(bool)
-    .filter(lambda s: "[[" not in s and "<" not in s and "{" not in s),
-    "count": st.integers(-10**6, 10**6),
-    "score": st.floats(-1e6, 1e6, allow_nan=False).map(lambda x: round(x, 3)),
-    "flag": st.booleans(),
-    "tags": st.lists(st.text(alphabet="abcxyz", min_size=1, max_size=5), max_size=3),
-    "label": st.sampled_from(["yes", "no"]),
-    "item": st.builds(Item, name=st.text(alphabet="abc", min_size=1, max_size=5), qty=st.integers(0, 99)),
-})
+values_strategy = st.fixed_dictionaries(
+    {
+        "text": st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=30)
+        .map(str.strip)
+        .filter(bool)
+        .filter(lambda s: "[[" not in s and "<" not in s and "{" not in s),
+        "count": st.integers(-(10**6), 10**6),
+        "score": st.floats(-1e6, 1e6, allow_nan=False).map(lambda x: round(x, 3)),
+        "flag": st.booleans(),
+        "tags": st.lists(st.text(alphabet="abcxyz", min_size=1, max_size=5), max_size=3),
+        "label": st.sampled_from(["yes", "no"]),
+        "item": st.builds(Item, name=st.text(alphabet="abc", min_size=1, max_size=5), qty=st.integers(0, 99)),
+    }
+)
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: type(a).__name__)
@@ -69,8 +73,15 @@ def test_never_raises_on_anything(adapter, text):
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: type(a).__name__)
 def test_malformed_completions_score_zero(adapter):
     reward = build_format_reward(Everything, adapter)
-    good = {"text": "hi", "count": 3, "score": 0.5, "flag": True, "tags": ["a"], "label": "yes",
-            "item": Item(name="x", qty=1)}
+    good = {
+        "text": "hi",
+        "count": 3,
+        "score": 0.5,
+        "flag": True,
+        "tags": ["a"],
+        "label": "yes",
+        "item": Item(name="x", qty=1),
+    }
     assert reward(well_formed(adapter, good)) == 1.0
     assert reward(well_formed(adapter, {**good, "label": "maybe"})) == 0.0  # Literal outside its set
     assert reward(well_formed(adapter, {**good, "count": "three"})) == 0.0  # not an int
@@ -89,7 +100,11 @@ def test_seed_examples():
 
 
 def test_rewards_pickle_for_ray():
-    for reward in (build_format_reward(Everything, dspy.JSONAdapter()), ExactMatch("label", "gold"), FormatCompliance()):
+    for reward in (
+        build_format_reward(Everything, dspy.JSONAdapter()),
+        ExactMatch("label", "gold"),
+        FormatCompliance(),
+    ):
         clone = pickle.loads(pickle.dumps(reward))
         assert clone.__name__ == reward.__name__
     clone = pickle.loads(pickle.dumps(build_format_reward("q -> a: int")))
@@ -106,7 +121,9 @@ def test_reward_set_combines_and_reports():
     # No gold label: exact match is unknown, not 0; the combination uses what is known.
     result = rewards.score({}, {"a": "y"}, [ok])
     assert result.rewards == {"format": 1.0} and result.reward == 1.0
-    assert RewardSet(lambda i, o: float("nan")).score({}, {"a": 1}, []).error.startswith("RewardError: reward: ValueError")
+    assert (
+        RewardSet(lambda i, o: float("nan")).score({}, {"a": 1}, []).error.startswith("RewardError: reward: ValueError")
+    )
     assert json.dumps(RewardSet().score({}, {}, []).rewards) == "{}"
 
 
@@ -119,7 +136,7 @@ def dspy_exact(example, pred, trace=None):
 
 
 def test_a_dspy_metric_is_accepted_wherever_a_reward_is():
-    from raydspy.rewards import DSPyMetric, is_dspy_metric
+    from raydspy.core.rewards import DSPyMetric, is_dspy_metric
 
     assert is_dspy_metric(dspy_exact) and not is_dspy_metric(lambda inputs, outputs: 1.0)
     rewards = RewardSet({"exact": dspy_exact, "length": lambda inputs, outputs: min(1.0, len(outputs["answer"]) / 10)})

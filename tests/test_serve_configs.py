@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raydspy import embedded
 from raydspy.errors import ConfigError
+from raydspy.teacher import embedded
 
 CONFIGS = Path(__file__).resolve().parents[1] / "serve_configs"
 
@@ -53,9 +53,7 @@ def test_70b_config_is_tp2_pp2_with_prefix_caching_on_h100():
     engine = config.get_engine_config()
     assert engine.num_devices == 4
     assert all(b.get("GPU") == 1 for b in engine.placement_bundles)
-    assert _load("teacher-70b.yaml")["applications"][0]["import_path"] == (
-        "ray.serve.llm:build_openai_app"
-    )
+    assert _load("teacher-70b.yaml")["applications"][0]["import_path"] == ("ray.serve.llm:build_openai_app")
 
 
 def test_cpu_config_serves_the_embedded_model_on_cpu():
@@ -69,7 +67,7 @@ def test_cpu_config_serves_the_embedded_model_on_cpu():
     assert engine.get_initialization_kwargs()["distributed_executor_backend"] == "mp"
     assert config.runtime_env["env_vars"]["VLLM_CPU_KVCACHE_SPACE"]
     app = _load("teacher-cpu.yaml")["applications"][0]
-    assert app["import_path"] == "raydspy.teacher_app:build_openai_app"
+    assert app["import_path"] == "raydspy.teacher.app:build_openai_app"
     assert app["args"]["ingress_deployment_config"]["ray_actor_options"]["num_cpus"] == 0
 
 
@@ -102,7 +100,7 @@ def test_resolve_model_source_leaves_other_sources_untouched(tmp_path):
 
 
 def test_resolve_llm_configs_replaces_only_the_embedded_uri(tmp_path, monkeypatch):
-    from raydspy import teacher_app
+    from raydspy.teacher import app as teacher_app
 
     monkeypatch.setattr(teacher_app, "ensure_checkpoint", lambda cache_dir: cache_dir / "ckpt")
     cpu = _load("teacher-cpu.yaml")["applications"][0]["args"]["llm_configs"][0]
@@ -125,6 +123,7 @@ def test_gguf_path_names_the_fix_when_the_package_is_missing(monkeypatch):
         embedded.gguf_path()
 
 
+@pytest.mark.slow  # converts the GGUF and loads the model
 def test_ensure_checkpoint_converts_once_into_a_loadable_chat_model(tmp_path):
     pytest.importorskip("gguf")
     from transformers import AutoConfig, AutoTokenizer
@@ -148,20 +147,23 @@ def test_ensure_checkpoint_converts_once_into_a_loadable_chat_model(tmp_path):
     assert (path / "model.safetensors").stat().st_mtime_ns == mtime
 
 
-@pytest.mark.parametrize("flags, dtype", [
-    (["fpu", "avx2", "avx512f"], "float32"),          # AVX2/AVX-512 without bf16: vLLM emulates it
-    (["avx2", "avx512f", "avx512_bf16"], "bfloat16"),  # e.g. AMD EPYC Zen 4
-    (["avx512_bf16", "amx_bf16", "amx_tile"], "bfloat16"),  # e.g. Intel Sapphire Rapids
-    ([], "float32"),
-])
+@pytest.mark.parametrize(
+    "flags, dtype",
+    [
+        (["fpu", "avx2", "avx512f"], "float32"),  # AVX2/AVX-512 without bf16: vLLM emulates it
+        (["avx2", "avx512f", "avx512_bf16"], "bfloat16"),  # e.g. AMD EPYC Zen 4
+        (["avx512_bf16", "amx_bf16", "amx_tile"], "bfloat16"),  # e.g. Intel Sapphire Rapids
+        ([], "float32"),
+    ],
+)
 def test_cpu_native_dtype_is_bf16_only_where_the_cpu_computes_it(flags, dtype):
-    from raydspy.teacher_app import cpu_native_dtype
+    from raydspy.teacher.app import cpu_native_dtype
 
     assert cpu_native_dtype(flags) == dtype
 
 
 def test_cpu_configs_resolve_cpu_native_to_a_vllm_dtype(tmp_path, monkeypatch):
-    from raydspy import teacher_app
+    from raydspy.teacher import app as teacher_app
 
     monkeypatch.setattr(teacher_app, "ensure_checkpoint", lambda cache_dir: cache_dir / "ckpt")
     for name in ["teacher-cpu.yaml", "student-cpu.yaml"]:

@@ -40,9 +40,16 @@ def space(tmp_path_factory):
 
 
 def _settings(space, **overrides) -> ServiceSettings:
-    values = dict(token=TOKEN, input_prefixes=[str(space / "in")], output_prefixes=[str(space / "out")],
-                  teacher_prefixes=["http://127.0.0.1:"], state_uri=str(space / "state"),
-                  max_body_bytes=4096, max_n=8, dispatch_interval_s=0.2)
+    values = dict(
+        token=TOKEN,
+        input_prefixes=[str(space / "in")],
+        output_prefixes=[str(space / "out")],
+        teacher_prefixes=["http://127.0.0.1:"],
+        state_uri=str(space / "state"),
+        max_body_bytes=4096,
+        max_n=8,
+        dispatch_interval_s=0.2,
+    )
     values.update(overrides)
     return ServiceSettings.load(values)
 
@@ -55,9 +62,16 @@ def client(space):
 
 
 def _run(space, name: str, **fields) -> dict:
-    body = {"program": PROGRAM, "rewards": REWARDS, "input_uri": str(space / "in" / "train.csv"),
-            "output_uri": str(space / "out" / name), "n": 2, "dry_run": True, "batch_size": 4,
-            "teacher": {"structured_outputs": True}}
+    body = {
+        "program": PROGRAM,
+        "rewards": REWARDS,
+        "input_uri": str(space / "in" / "train.csv"),
+        "output_uri": str(space / "out" / name),
+        "n": 2,
+        "dry_run": True,
+        "batch_size": 4,
+        "teacher": {"structured_outputs": True},
+    }
     body.update(fields)
     return body
 
@@ -92,12 +106,19 @@ def test_settings_from_yaml_file_and_environment(space, tmp_path, monkeypatch):
 
 
 def test_the_runs_teacher_fields_reach_its_teacher_config(space):
+    from raydspy.core.storage import StorageOptions
     from raydspy.service.schemas import RunRequest
     from raydspy.service.worker import _configs
-    from raydspy.storage import StorageOptions
 
-    teacher = {"base_url": "http://teacher:8000/v1", "model": "m", "temperature": 0.7, "max_tokens": 64,
-               "structured_outputs": True, "max_text_chars": 400, "seed": 5}
+    teacher = {
+        "base_url": "http://teacher:8000/v1",
+        "model": "m",
+        "temperature": 0.7,
+        "max_tokens": 64,
+        "structured_outputs": True,
+        "max_text_chars": 400,
+        "seed": 5,
+    }
     record = RunRecord(id="run-1", request=RunRequest(**_run(space, "seeded", teacher=teacher)))
     config, _ = _configs(record, StorageOptions())
     assert {k: getattr(config, k) for k in teacher} == teacher
@@ -114,13 +135,16 @@ def test_bearer_token_is_required(client):
     assert {"/v1/runs", "/v1/runs/{run_id}", "/v1/runs/{run_id}/cancel", "/v1/runs/{run_id}/rollouts"} <= set(paths)
 
 
-@pytest.mark.parametrize("change, where", [
-    ({"program": None}, "program"),
-    ({"n": 0}, "n"),
-    ({"surprise": 1}, "surprise"),
-    ({"program": "not a spec"}, "program"),
-    ({"teacher": {"temperature": 9}}, "temperature"),
-])
+@pytest.mark.parametrize(
+    "change, where",
+    [
+        ({"program": None}, "program"),
+        ({"n": 0}, "n"),
+        ({"surprise": 1}, "surprise"),
+        ({"program": "not a spec"}, "program"),
+        ({"teacher": {"temperature": 9}}, "temperature"),
+    ],
+)
 def test_invalid_bodies_get_422_with_the_reason(client, space, change, where):
     body = {k: v for k, v in {**_run(space, "bad"), **change}.items() if v is not None}
     response = client.post("/v1/runs", json=body, headers=AUTH)
@@ -132,19 +156,24 @@ def test_limits_and_unloadable_programs_get_422(client, space):
     response = client.post("/v1/runs", json=_run(space, "x", n=9), headers=AUTH)
     assert response.status_code == 422 and "max_n=8" in response.json()["detail"]
     # allow-listed, but it gives a list, not a dspy.Module
-    response = client.post("/v1/runs", json=_run(space, "x", program="raydspy.programs.banking77:top_labels"), headers=AUTH)
+    response = client.post(
+        "/v1/runs", json=_run(space, "x", program="raydspy.programs.banking77:top_labels"), headers=AUTH
+    )
     assert response.status_code == 422 and "not a dspy.Module" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"program": "os:getcwd"}, "module 'os' is not allowed"),
-    ({"rewards": "subprocess:run"}, "module 'subprocess' is not allowed"),
-    ({"program": "raydspy.programsX:program"}, "not allowed"),
-    ({"input_uri": "/etc/passwd"}, "input URI"),
-    ({"output_uri": "/tmp/elsewhere"}, "output URI"),
-    ({"output_uri": "s3://rollouts/out?endpoint_override=evil:9000"}, "query string"),
-    ({"teacher": {"base_url": "http://169.254.169.254/v1"}}, "teacher URL"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"program": "os:getcwd"}, "module 'os' is not allowed"),
+        ({"rewards": "subprocess:run"}, "module 'subprocess' is not allowed"),
+        ({"program": "raydspy.programsX:program"}, "not allowed"),
+        ({"input_uri": "/etc/passwd"}, "input URI"),
+        ({"output_uri": "/tmp/elsewhere"}, "output URI"),
+        ({"output_uri": "s3://rollouts/out?endpoint_override=evil:9000"}, "query string"),
+        ({"teacher": {"base_url": "http://169.254.169.254/v1"}}, "teacher URL"),
+    ],
+)
 def test_allow_lists_and_prefixes_get_403(client, space, change, message):
     response = client.post("/v1/runs", json=_run(space, "x", **change), headers=AUTH)
     assert response.status_code == 403
@@ -217,8 +246,9 @@ def test_submit_status_preview_list(running, space):
 
 def test_a_failing_run_records_why(running, space):
     (space / "in" / "nolabel.jsonl").write_text('{"query": "card?"}\n')
-    run_id = running.post("/v1/runs", json=_run(space, "fail", input_uri=str(space / "in" / "nolabel.jsonl")),
-                          headers=AUTH).json()["id"]
+    run_id = running.post(
+        "/v1/runs", json=_run(space, "fail", input_uri=str(space / "in" / "nolabel.jsonl")), headers=AUTH
+    ).json()["id"]
     status = _wait(running, run_id, lambda s: RunState(s["state"]).terminal)
     assert status["state"] == "FAILED"
     assert "InputError" in status["message"] and "text" in status["message"]
@@ -227,8 +257,16 @@ def test_a_failing_run_records_why(running, space):
 def test_cancel_stops_a_running_run(running, space):
     teacher = slow_teacher(delay_s=0.5)
     try:
-        body = _run(space, "cancel", dry_run=False, batch_size=1, actors=1, threads=1, n=2,
-                    teacher={"base_url": teacher.url, "model": "slow-model", "temperature": 1.0})
+        body = _run(
+            space,
+            "cancel",
+            dry_run=False,
+            batch_size=1,
+            actors=1,
+            threads=1,
+            n=2,
+            teacher={"base_url": teacher.url, "model": "slow-model", "temperature": 1.0},
+        )
         run_id = running.post("/v1/runs", json=body, headers=AUTH).json()["id"]
         status = _wait(running, run_id, lambda s: s["state"] == "RUNNING" and s["rollouts_done"] >= 2)
         assert status["state"] == "RUNNING", status
@@ -254,8 +292,11 @@ def test_a_restarted_service_keeps_its_records_and_resumes_runs(space, ray_local
         run_id = c.post("/v1/runs", json=_run(space, "restart"), headers=AUTH).json()["id"]
     # The old replica had dispatched it and died with its task: the record still says RUNNING.
     record = first.store.get(run_id)
-    first.store.put(record.model_copy(update={"state": RunState.RUNNING, "attempt": 1,
-                                              "dispatched_at": utcnow(), "started_at": utcnow()}))
+    first.store.put(
+        record.model_copy(
+            update={"state": RunState.RUNNING, "attempt": 1, "dispatched_at": utcnow(), "started_at": utcnow()}
+        )
+    )
 
     second = RunManager(_settings(space)).start()
     try:
@@ -316,7 +357,7 @@ def test_mlflow_needs_a_configured_tracking_uri(client, space):
 def test_a_run_tracked_in_mlflow(space, ray_local, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     # This process reads the file store too; MLflow 3 opens one only when asked to (the run's
-    # worker sets the same for itself, raydspy.tracking).
+    # worker sets the same for itself, raydspy.pipeline.tracking).
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     uri = (space / "mlruns").as_uri()
     manager = RunManager(_settings(space, mlflow_tracking_uri=uri)).start()

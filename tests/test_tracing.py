@@ -7,9 +7,9 @@ import json
 import dspy
 from dspy.utils import DummyLM
 from dspy.utils.callback import with_callbacks
-
 from fake_openai import FakeOpenAI
-from raydspy.runner import RolloutRunner
+
+from raydspy.core.runner import RolloutRunner
 
 
 class DraftThenAnswer(dspy.Module):
@@ -40,11 +40,13 @@ def test_react_agent_with_one_tool():
         """Population of a city."""
         return {"Paris": "2.1 million"}.get(city, "unknown")
 
-    lm = DummyLM([
-        {"next_thought": "look it up", "next_tool_name": "lookup", "next_tool_args": {"city": "Paris"}},
-        {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}},
-        {"reasoning": "the tool said so", "answer": "2.1 million"},
-    ])
+    lm = DummyLM(
+        [
+            {"next_thought": "look it up", "next_tool_name": "lookup", "next_tool_args": {"city": "Paris"}},
+            {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}},
+            {"reasoning": "the tool said so", "answer": "2.1 million"},
+        ]
+    )
     agent = dspy.ReAct("question -> answer", tools=[lookup])
     record = RolloutRunner(agent, lm=lm).run({"question": "How many people live in Paris?"}, 0).record
     assert record.error is None and record.outputs["answer"] == "2.1 million"
@@ -56,7 +58,11 @@ def test_react_agent_with_one_tool():
 def test_chat_adapter_json_fallback_keeps_both_calls():
     chat = DummyLM([{"answer": "not an int"}])
     as_json = DummyLM([{"answer": "4"}], adapter=dspy.JSONAdapter())  # the fallback asks for JSON
-    record = RolloutRunner(dspy.Predict("question -> answer: int"), lm=_Sequence([chat, as_json])).run({"question": "2+2?"}, 0).record
+    record = (
+        RolloutRunner(dspy.Predict("question -> answer: int"), lm=_Sequence([chat, as_json]))
+        .run({"question": "2+2?"}, 0)
+        .record
+    )
     assert record.error is None and record.outputs == {"answer": 4}
     assert len(record.trace) == 2
     assert record.trace[0].parse_error.startswith("AdapterParseError") and record.trace[0].format_ok is False

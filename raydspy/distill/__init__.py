@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 from raydspy._lazy import lazy_exports
 
 _EXPORTS = {
-    **dict.fromkeys(["to_sft", "to_dpo", "to_grpo", "read_rollouts", "load_export", "ExportSummary"],
-                    "raydspy.distill.exports"),
+    **dict.fromkeys(
+        ["to_sft", "to_dpo", "to_grpo", "read_rollouts", "load_export", "ExportSummary"], "raydspy.distill.exports"
+    ),
     **dict.fromkeys(["TrainConfig", "LoraSettings", "GRPOSettings"], "raydspy.distill.config"),
     **dict.fromkeys(["run_training", "TrainResult"], "raydspy.distill.train"),
     **dict.fromkeys(["GRPOReward", "grpo_reward_funcs"], "raydspy.distill.rewards"),

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from transformers import TrainerCallback
 
@@ -45,8 +46,12 @@ class ProgressCallback(TrainerCallback):
     def _put(self, state, extra: dict[str, Any]) -> None:
         if not state.is_world_process_zero:
             return
-        snapshot = {"step": state.global_step, "max_steps": state.max_steps,
-                    "elapsed_s": round(time.monotonic() - self.started, 1), **extra}
+        snapshot = {
+            "step": state.global_step,
+            "max_steps": state.max_steps,
+            "elapsed_s": round(time.monotonic() - self.started, 1),
+            **extra,
+        }
         try:
             self.queue.put_nowait(snapshot)
         except Exception as e:  # noqa: BLE001 - a full or gone queue loses a progress line, not the run
@@ -80,7 +85,7 @@ class ProgressFeed:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "ProgressFeed":
+    def __enter__(self) -> ProgressFeed:
         from ray.util.queue import Queue
 
         self.queue = Queue(maxsize=10_000, actor_options={"num_cpus": 0})

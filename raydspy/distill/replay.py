@@ -6,7 +6,7 @@ program, one predictor or several:
 
 1. each GRPO prompt is one LM call ``k`` of a teacher's rollout (`raydspy.distill.exports.to_grpo`
    keeps, with the prompt, the rollout's inputs and the completions of all its calls);
-2. the program runs again on the rollout's inputs through `raydspy.runner.RolloutRunner` (the
+2. the program runs again on the rollout's inputs through `raydspy.core.runner.RolloutRunner` (the
    rollout path of collection) with a `ReplayLM`: call ``k`` answers with the student's
    completion, every other call with the teacher's recorded one;
 3. the task's rewards score the program's outputs; the format reward is whether call ``k``
@@ -29,13 +29,14 @@ import json
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import cloudpickle
 import dspy
 
-from raydspy.rewards import RewardSet
+from raydspy.core.rewards import RewardSet
 
 __all__ = ["ReplayLM", "ReplayExhausted", "ReplayScore", "ReplayScorer"]
 
@@ -71,7 +72,7 @@ class ReplayLM(dspy.BaseLM):
     def forward(self, *args: Any, **kwargs: Any):  # pragma: no cover - __call__ never gets here
         raise NotImplementedError
 
-    def copy(self, **kwargs: Any) -> "ReplayLM":
+    def copy(self, **kwargs: Any) -> ReplayLM:
         return ReplayLM(self.completions, self.model)
 
 
@@ -98,15 +99,21 @@ class ReplayScorer:
     Picklable as its arguments; the program is loaded where it is first used (a training worker).
     """
 
-    def __init__(self, program: Any, rewards: Any, adapter: dspy.Adapter, reward_weights: Mapping[str, float] | None = None,
-                 cache_size: int = 4096):
+    def __init__(
+        self,
+        program: Any,
+        rewards: Any,
+        adapter: dspy.Adapter,
+        reward_weights: Mapping[str, float] | None = None,
+        cache_size: int = 4096,
+    ):
         self.program, self.reward_spec, self.adapter = program, rewards, adapter
         self.reward_weights = dict(reward_weights or {})
         self.cache_size = cache_size
         self._setup()
 
     def _setup(self) -> None:
-        from raydspy.specs import load_rewards
+        from raydspy.core.specs import load_rewards
 
         self._rewards = RewardSet(load_rewards(self.reward_spec), self.reward_weights or None)
         self._runner = None
@@ -116,12 +123,16 @@ class ReplayScorer:
 
     def __getstate__(self) -> dict[str, Any]:
         # Programs and rewards built at run time (string signatures) pickle only by value.
-        return {"payload": cloudpickle.dumps((self.program, self.reward_spec, self.adapter, self.reward_weights,
-                                              self.cache_size))}
+        return {
+            "payload": cloudpickle.dumps(
+                (self.program, self.reward_spec, self.adapter, self.reward_weights, self.cache_size)
+            )
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.program, self.reward_spec, self.adapter, self.reward_weights, self.cache_size = cloudpickle.loads(
-            state["payload"])
+            state["payload"]
+        )
         self._setup()
 
     @property
@@ -132,8 +143,8 @@ class ReplayScorer:
     def runner(self):
         """The `RolloutRunner` of the program under the student's adapter (built once)."""
         if self._runner is None:
-            from raydspy.runner import RolloutRunner
-            from raydspy.specs import load_program
+            from raydspy.core.runner import RolloutRunner
+            from raydspy.core.specs import load_program
 
             self._runner = RolloutRunner(load_program(self.program), adapter=self.adapter, rewards=self._rewards)
         return self._runner
@@ -188,17 +199,22 @@ class ReplayScorer:
         checked = [(row, json.loads(row["replay"])[int(row["call_index"])]) for row in rows]
         checked = [(row, text) for row, text in checked if text is not None]
         if checked and not any(self._score(row, text).matched for row, text in checked):
-            raise ConfigError(f"the program {self.program!r} under {type(self.adapter).__name__} does not format the "
-                              "prompts of the GRPO export: is it the program the rollouts were collected with, and "
-                              "grpo.adapter the adapter whose prompts they hold (plain: JSON, chat: ChatAdapter)?")
+            raise ConfigError(
+                f"the program {self.program!r} under {type(self.adapter).__name__} does not format the "
+                "prompts of the GRPO export: is it the program the rollouts were collected with, and "
+                "grpo.adapter the adapter whose prompts they hold (plain: JSON, chat: ChatAdapter)?"
+            )
 
     def _report_mismatch(self, row: Mapping[str, Any]) -> None:
         if not self._mismatch_reported:
             self._mismatch_reported = True
-            logger.warning("GRPO replay: the program formatted call %s of example %s differently from the prompt "
-                           "trained on; its task rewards are left unscored. Is grpo.adapter the adapter the "
-                           "rollouts were collected with (json for JSON prompts, chat for ChatAdapter)?",
-                           row["call_index"], row.get("example_id"))
+            logger.warning(
+                "GRPO replay: the program formatted call %s of example %s differently from the prompt "
+                "trained on; its task rewards are left unscored. Is grpo.adapter the adapter the "
+                "rollouts were collected with (json for JSON prompts, chat for ChatAdapter)?",
+                row["call_index"],
+                row.get("example_id"),
+            )
 
 
 def _same_messages(sent: Sequence[Mapping[str, Any]], recorded: Any) -> bool:

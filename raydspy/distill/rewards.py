@@ -17,7 +17,7 @@ The functions pickle (Ray ships them to the training workers) and carry a stable
 under which TRL logs them (``rewards/<name>/mean``).
 
 Example:
-    >>> from raydspy.adapters import PlainJSONAdapter
+    >>> from raydspy.core.adapters import PlainJSONAdapter
     >>> funcs = grpo_reward_funcs("raydspy.programs.orders:program", "raydspy.programs.orders:rewards",
     ...                           PlainJSONAdapter())
     >>> [f.__name__ for f in funcs]
@@ -26,7 +26,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import dspy
 
@@ -55,18 +56,31 @@ class GRPOReward:
         self.scorer = scorer
         self.__name__ = name
 
-    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (),
-                 inputs: Sequence[str] | None = None, call_index: Sequence[int] | None = None,
-                 replay: Sequence[str] | None = None, **_: Any) -> list[float | None]:
+    def __call__(
+        self,
+        prompts: Sequence[Any] | None = None,
+        completions: Sequence[Any] = (),
+        inputs: Sequence[str] | None = None,
+        call_index: Sequence[int] | None = None,
+        replay: Sequence[str] | None = None,
+        **_: Any,
+    ) -> list[float | None]:
         if inputs is None or call_index is None or replay is None:
-            raise ValueError("GRPO rewards need the export's `inputs`, `call_index` and `replay` columns: "
-                             "export the prompts with `raydspy export grpo`")
+            raise ValueError(
+                "GRPO rewards need the export's `inputs`, `call_index` and `replay` columns: "
+                "export the prompts with `raydspy export grpo`"
+            )
         prompts = prompts if prompts is not None else [None] * len(completions)
         scores: list[float | None] = []
-        for prompt, completion, example, index, recorded in zip(prompts, completions, inputs, call_index, replay,
-                                                                strict=True):
-            row = {"inputs": example, "call_index": index, "replay": recorded,
-                   "prompt": prompt if isinstance(prompt, list) else None}
+        for prompt, completion, example, index, recorded in zip(
+            prompts, completions, inputs, call_index, replay, strict=True
+        ):
+            row = {
+                "inputs": example,
+                "call_index": index,
+                "replay": recorded,
+                "prompt": prompt if isinstance(prompt, list) else None,
+            }
             score = self.scorer.score(row, completion_text(completion))
             scores.append(score.format if self.__name__ == FORMAT else score.rewards.get(self.__name__))
         return scores

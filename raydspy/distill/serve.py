@@ -1,4 +1,4 @@
-"""The Ray Serve application of a trained student: `raydspy.teacher_app.build_openai_app` plus
+"""The Ray Serve application of a trained student: `raydspy.teacher.app.build_openai_app` plus
 local checkpoint paths made absolute.
 
 A student checkpoint is a folder on the host that deploys the config (e.g. the ``model/`` folder of
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from raydspy.errors import ConfigError
-from raydspy.teacher_app import build_openai_app
+from raydspy.teacher.app import build_openai_app
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["build_student_app", "absolute_sources"]
 
 
-def build_student_app(args: Mapping[str, Any]) -> "Application":
+def build_student_app(args: Mapping[str, Any]) -> Application:
     """`build_openai_app` after `absolute_sources` (same arguments: Ray's `LLMServingArgs`).
 
     Raises:
@@ -51,8 +51,10 @@ def absolute_sources(llm_configs: list[Any], cwd: str) -> list[Any]:
         if isinstance(source, str) and _is_relative_path(source, cwd):
             path = os.path.normpath(os.path.join(cwd, source))
             if not os.path.isdir(path):
-                raise ConfigError(f"model_source {source!r} is not a folder (looked in {path!r}); "
-                                  "train a student first (`raydspy train sft`) or give its checkpoint folder")
+                raise ConfigError(
+                    f"model_source {source!r} is not a folder (looked in {path!r}); "
+                    "train a student first (`raydspy train sft`) or give its checkpoint folder"
+                )
             config = copy.deepcopy(dict(config))
             config["model_loading_config"] = {**loading, "model_source": path}
         out.append(config)

@@ -86,8 +86,9 @@ class Split(NamedTuple):
     """C: no row has a loss token at positions ≤ C (the LM head skips the first C)."""
 
 
-def split_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                minimum: int = MIN_CACHED_TOKENS) -> Split | None:
+def split_batch(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, minimum: int = MIN_CACHED_TOKENS
+) -> Split | None:
     """Where a right-padded SFT batch splits into a shared prefix, the rows' prompts and the rest.
 
     C is one less than the earliest first loss position of the rows (so the token at C, the first
@@ -132,8 +133,10 @@ class SharedPrefixSFTTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self._unsupported_reason = self._unsupported()
         if self._unsupported_reason:
-            logger.warning("shared-prefix SFT is off for this run (%s): every batch takes TRL's normal path",
-                           self._unsupported_reason)
+            logger.warning(
+                "shared-prefix SFT is off for this run (%s): every batch takes TRL's normal path",
+                self._unsupported_reason,
+            )
 
     def _causal_lm(self, model: torch.nn.Module) -> torch.nn.Module:
         """The transformers causal LM inside ``model`` (DDP, accelerate and PEFT wrappers removed)."""
@@ -169,8 +172,7 @@ class SharedPrefixSFTTrainer(SFTTrainer):
         self._metrics[mode]["shared_prefix_tokens"].append(float(split.shared if split else 0))
         if split is not None:
             inputs = self._cached_inputs(model, inputs, split)
-        return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                    num_items_in_batch=num_items_in_batch)
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     def _split(self, inputs: dict[str, torch.Tensor]) -> Split | None:
         """The batch's `Split`, or None for TRL's normal path (inputs other than TRL's plain ones)."""
@@ -199,11 +201,18 @@ class SharedPrefixSFTTrainer(SFTTrainer):
                 cache.batch_repeat_interleave(batch)
             if prompt > shared:  # no padding before C: every row is longer
                 positions = torch.arange(shared, prompt, device=input_ids.device).expand(batch, -1)
-                cache = backbone(input_ids=input_ids[:, shared:prompt], position_ids=positions,
-                                 past_key_values=cache, use_cache=True).past_key_values
+                cache = backbone(
+                    input_ids=input_ids[:, shared:prompt], position_ids=positions, past_key_values=cache, use_cache=True
+                ).past_key_values
         if cache is None or cache.get_seq_length() != prompt:
-            raise RuntimeError(f"the prompt passes cached {0 if cache is None else cache.get_seq_length()} "
-                               f"positions, not {prompt}")
+            raise RuntimeError(
+                f"the prompt passes cached {0 if cache is None else cache.get_seq_length()} positions, not {prompt}"
+            )
         positions = torch.arange(prompt, length, device=input_ids.device).expand(batch, -1)
-        return {"input_ids": input_ids[:, prompt:], "attention_mask": inputs["attention_mask"],
-                "position_ids": positions, "labels": labels[:, prompt:], "past_key_values": cache}
+        return {
+            "input_ids": input_ids[:, prompt:],
+            "attention_mask": inputs["attention_mask"],
+            "position_ids": positions,
+            "labels": labels[:, prompt:],
+            "past_key_values": cache,
+        }

@@ -28,16 +28,17 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import pyarrow.fs as pafs
 
+from raydspy.core.storage import StorageOptions, resolve
 from raydspy.distill.config import GRPOSettings, TrainConfig
 from raydspy.distill.rewards import FORMAT
-from raydspy.embedded import resolve_model_source
 from raydspy.errors import ConfigError
-from raydspy.storage import StorageOptions, resolve
+from raydspy.teacher.embedded import resolve_model_source
 
 __all__ = ["TrainResult", "run_training", "train_loop", "MODEL_DIR"]
 
@@ -65,8 +66,13 @@ class TrainResult:
     run_path: str
 
 
-def run_training(method: Method, config: TrainConfig, storage: StorageOptions | None = None, *,
-                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+def run_training(
+    method: Method,
+    config: TrainConfig,
+    storage: StorageOptions | None = None,
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
     """Train the student with ``method`` on Ray Train (``ray.init`` first) and return the final model.
 
     ``on_progress``, when given, is called on the driver (from a thread) with rank 0's progress
@@ -98,16 +104,19 @@ def run_training(method: Method, config: TrainConfig, storage: StorageOptions | 
         storage_path=location.path,
         storage_filesystem=None if local else location.filesystem,
     )
-    scaling = ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
-                            resources_per_worker={"CPU": config.cpus_per_worker})
+    scaling = ScalingConfig(
+        num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker={"CPU": config.cpus_per_worker}
+    )
     from raydspy.distill.progress import ProgressFeed
 
     if method == "grpo":  # before any worker starts: the weights name rewards, the replay reproduces the prompts
         scorer = grpo_scorer(config)
         unknown = sorted(set(config.grpo.reward_weights) - {FORMAT, *scorer.reward_names})
         if unknown:
-            raise ConfigError(f"grpo.reward_weights names {unknown}, which are not rewards of the task; "
-                              f"its rewards: {[FORMAT, *scorer.reward_names]}")
+            raise ConfigError(
+                f"grpo.reward_weights names {unknown}, which are not rewards of the task; "
+                f"its rewards: {[FORMAT, *scorer.reward_names]}"
+            )
         scorer.check(_first_rows(config.dataset, storage))
     loop_config = {"method": method, "config": config.model_dump(), "model_path": model_path, "storage": storage}
     with contextlib.ExitStack() as stack:
@@ -127,7 +136,6 @@ def run_training(method: Method, config: TrainConfig, storage: StorageOptions | 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: build the TRL trainer, train, report the final model (rank 0 saves it)."""
-    import ray.train
     import torch
     from ray.train.huggingface.transformers import RayTrainReportCallback
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -170,8 +178,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     _report_final(trainer, tokenizer)
 
 
-def _build_trainer(method: str, config: TrainConfig, model, tokenizer, common: dict[str, Any],
-                   storage: StorageOptions | None):
+def _build_trainer(
+    method: str, config: TrainConfig, model, tokenizer, common: dict[str, Any], storage: StorageOptions | None
+):
     from raydspy.distill.exports import load_export
 
     dataset = load_export(config.dataset, storage)
@@ -179,8 +188,13 @@ def _build_trainer(method: str, config: TrainConfig, model, tokenizer, common: d
     if config.lora is not None:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                                 target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=config.lora.r,
+            lora_alpha=config.lora.alpha,
+            lora_dropout=config.lora.dropout,
+            target_modules=config.lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
     if method == "sft":
         from trl import SFTConfig, SFTTrainer
 
@@ -193,8 +207,9 @@ def _build_trainer(method: str, config: TrainConfig, model, tokenizer, common: d
             extra.setdefault("gradient_checkpointing", False)
         args = SFTConfig(**common, max_length=config.max_length, **extra)
         trainer_class = SharedPrefixSFTTrainer if config.shared_prefix else SFTTrainer
-        return trainer_class(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_config)
+        return trainer_class(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+        )
     from trl import GRPOConfig, GRPOTrainer
 
     grpo = config.grpo
@@ -208,15 +223,23 @@ def _build_trainer(method: str, config: TrainConfig, model, tokenizer, common: d
         remove_unused_columns=False,  # the task reward reads the `inputs` column
         **config.trl,
     )
-    return GRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                       reward_funcs=funcs, peft_config=peft_config)
+    return GRPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        reward_funcs=funcs,
+        peft_config=peft_config,
+    )
 
 
 def prompt_completion(dataset):
     """SFT export rows (``messages``) → TRL's conversational prompt-completion rows: ``prompt`` is
     every message but the last, ``completion`` the last (the assistant's answer)."""
-    return dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
-                       remove_columns=dataset.column_names)
+    return dataset.map(
+        lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+        remove_columns=dataset.column_names,
+    )
 
 
 def resolve_grpo(config: TrainConfig) -> GRPOSettings:
@@ -231,13 +254,20 @@ def resolve_grpo(config: TrainConfig) -> GRPOSettings:
 
     grpo = config.grpo
     if grpo is None:
-        raise ConfigError("GRPO needs a `grpo` section naming the task (or program and rewards): "
-                          "grpo: {task: my-task.yaml}, or `raydspy train grpo --task ...`")
+        raise ConfigError(
+            "GRPO needs a `grpo` section naming the task (or program and rewards): "
+            "grpo: {task: my-task.yaml}, or `raydspy train grpo --task ...`"
+        )
     if grpo.task is None:
         return grpo
     task = load_task(grpo.task)
-    return grpo.model_copy(update={"program": grpo.program or task.program, "rewards": grpo.rewards or task.rewards,
-                                   "reward_weights": {**task.reward_weights, **grpo.reward_weights}})
+    return grpo.model_copy(
+        update={
+            "program": grpo.program or task.program,
+            "rewards": grpo.rewards or task.rewards,
+            "reward_weights": {**task.reward_weights, **grpo.reward_weights},
+        }
+    )
 
 
 def _student_adapter(grpo: GRPOSettings):
@@ -266,7 +296,7 @@ def _first_rows(uri: str, storage: StorageOptions | None, count: int = 8) -> lis
     """The first ``count`` rows of an export, read on the driver (pyarrow, no datasets)."""
     import pyarrow.dataset as pads
 
-    from raydspy.commits import committed_files
+    from raydspy.pipeline.commits import committed_files
 
     location = resolve(uri, storage)
     files = committed_files(location)

@@ -20,8 +20,8 @@ from typing import Literal
 
 import dspy
 
+from raydspy.core.rewards import ExactMatch, FormatCompliance
 from raydspy.datasets import banking77_path
-from raydspy.rewards import ExactMatch, FormatCompliance
 
 __all__ = ["INPUT_FIELD", "GOLD_FIELD", "top_labels", "make_signature", "program", "rewards", "write_sample"]
 
@@ -29,7 +29,7 @@ INPUT_FIELD = "text"
 GOLD_FIELD = "category"  # the CSV's label column
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rows(split: str) -> tuple[dict[str, str], ...]:
     with open(banking77_path(f"{split}.csv"), newline="", encoding="utf-8") as f:
         return tuple(csv.DictReader(f))
@@ -70,8 +70,9 @@ def rewards() -> dict[str, object]:
     return {"exact_match": ExactMatch("label", GOLD_FIELD), "format": FormatCompliance()}
 
 
-def write_sample(path: str | Path, *, split: str = "train", num_labels: int = 25, size: int | None = 100,
-                 seed: int = 0) -> Path:
+def write_sample(
+    path: str | Path, *, split: str = "train", num_labels: int = 25, size: int | None = 100, seed: int = 0
+) -> Path:
     """Write a shuffled sample of ``size`` rows (None: all) whose gold label is among the top
     ``num_labels`` to a CSV at ``path`` (columns ``text,category``). Same arguments, same file;
     a smaller ``size`` gives the first rows of a larger one.

@@ -23,13 +23,27 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import dspy
 
-__all__ = ["ExtractOrder", "ConfirmOrder", "OrderAssistant", "program", "rewards", "FieldMatch", "ReplyMentions",
-           "normalize", "generate", "write_jsonl", "shipped_splits", "TRAIN_SEED", "TEST_SEED"]
+__all__ = [
+    "ExtractOrder",
+    "ConfirmOrder",
+    "OrderAssistant",
+    "program",
+    "rewards",
+    "FieldMatch",
+    "ReplyMentions",
+    "normalize",
+    "generate",
+    "write_jsonl",
+    "shipped_splits",
+    "TRAIN_SEED",
+    "TEST_SEED",
+]
 
 TRAIN_SEED, TEST_SEED = 0, 1
 
@@ -71,8 +85,21 @@ def program() -> dspy.Module:
     return OrderAssistant()
 
 
-_NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-                 "twelve"]
+_NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
 
 
 def normalize(text: Any) -> str:
@@ -124,23 +151,69 @@ class ReplyMentions:
         words = f" {normalize(outputs.get('reply', ''))} "
         quantity = int(quantity)
         named = {str(quantity)} | ({_NUMBER_WORDS[quantity]} if quantity < len(_NUMBER_WORDS) else set())
-        return float(any(f" {q} " in words for q in named)
-                     and f" {normalize(item)} " in words and f" {normalize(city)} " in words)
+        return float(
+            any(f" {q} " in words for q in named)
+            and f" {normalize(item)} " in words
+            and f" {normalize(city)} " in words
+        )
 
 
 def rewards() -> dict[str, Any]:
     """The four rewards (``--rewards raydspy.programs.orders:rewards``)."""
-    return {"city_match": FieldMatch("city"), "quantity_match": FieldMatch("quantity"),
-            "item_match": FieldMatch("item"), "reply_mentions": ReplyMentions()}
+    return {
+        "city_match": FieldMatch("city"),
+        "quantity_match": FieldMatch("quantity"),
+        "item_match": FieldMatch("item"),
+        "reply_mentions": ReplyMentions(),
+    }
 
 
 # -- the data ------------------------------------------------------------------------------------
 
-_ITEMS = ["blue mugs", "wool scarves", "notebooks", "desk lamps", "phone chargers", "coffee grinders", "yoga mats",
-          "tea towels", "water bottles", "bike helmets", "rain jackets", "photo frames", "candles", "backpacks",
-          "plant pots", "paintbrushes", "headphones", "umbrellas", "cutting boards", "picnic blankets"]
-_CITIES = ["Lisbon", "Oslo", "Nairobi", "Osaka", "Lima", "Dublin", "Krakow", "Austin", "Porto", "Quito", "Seville",
-           "Hanoi", "Accra", "Tallinn", "Denver", "Perth", "Bogota", "Leeds", "Lyon", "Busan"]
+_ITEMS = [
+    "blue mugs",
+    "wool scarves",
+    "notebooks",
+    "desk lamps",
+    "phone chargers",
+    "coffee grinders",
+    "yoga mats",
+    "tea towels",
+    "water bottles",
+    "bike helmets",
+    "rain jackets",
+    "photo frames",
+    "candles",
+    "backpacks",
+    "plant pots",
+    "paintbrushes",
+    "headphones",
+    "umbrellas",
+    "cutting boards",
+    "picnic blankets",
+]
+_CITIES = [
+    "Lisbon",
+    "Oslo",
+    "Nairobi",
+    "Osaka",
+    "Lima",
+    "Dublin",
+    "Krakow",
+    "Austin",
+    "Porto",
+    "Quito",
+    "Seville",
+    "Hanoi",
+    "Accra",
+    "Tallinn",
+    "Denver",
+    "Perth",
+    "Bogota",
+    "Leeds",
+    "Lyon",
+    "Busan",
+]
 _TEMPLATES = [
     "Hi, I'd like to order {q} {i}, delivered to {c} please.",
     "Please send {q} {i} to our office in {c}.",

@@ -32,22 +32,23 @@ def manager(request: Request) -> RunManager:
     return request.app.state.manager
 
 
-def require_token(request: Request,
-                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+def require_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
     """401 unless the request carries ``Authorization: Bearer <the service's token>``."""
     expected = manager(request).settings.token.get_secret_value()
     given = credentials.credentials if credentials is not None else ""
     if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 Manager = Annotated[RunManager, Depends(manager)]
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], tags=["runs"])
 
 
-@router.post("/runs", status_code=status.HTTP_201_CREATED, response_model=RunCreated,
-             summary="Submit a collection run")
+@router.post("/runs", status_code=status.HTTP_201_CREATED, response_model=RunCreated, summary="Submit a collection run")
 def submit_run(body: RunRequest, runs: Manager) -> RunCreated:
     """Check the run against the service's allow-lists and limits, record it, queue it; returns its id."""
     record = runs.submit(body)
@@ -73,24 +74,32 @@ def cancel_run(run_id: str, runs: Manager) -> RunStatus:
 
 
 @router.get("/runs/{run_id}/rollouts", response_model=RolloutPreview, summary="Preview committed rollouts")
-def preview_run(run_id: str, runs: Manager,
-                limit: Annotated[int, Query(ge=1, le=1000, description="Rows (capped by max_preview_rows).")] = 10,
-                trace: Annotated[bool, Query(description="Include each row's trace of LM calls.")] = False,
-                ) -> RolloutPreview:
+def preview_run(
+    run_id: str,
+    runs: Manager,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Rows (capped by max_preview_rows).")] = 10,
+    trace: Annotated[bool, Query(description="Include each row's trace of LM calls.")] = False,
+) -> RolloutPreview:
     return RolloutPreview(id=run_id, rows=runs.preview(run_id, limit, trace=trace))
 
 
 def _error(code: int):
     async def handler(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc) if not isinstance(exc, KeyError) else f"no run {exc.args[0]!r}"},
-                            status_code=code)
+        return JSONResponse(
+            {"detail": str(exc) if not isinstance(exc, KeyError) else f"no run {exc.args[0]!r}"}, status_code=code
+        )
+
     return handler
 
 
 def create_app(runs: RunManager) -> FastAPI:
     """The FastAPI app serving ``runs`` (OpenAPI docs at ``/docs``)."""
-    app = FastAPI(title="raydspy", version="1", description=__doc__.split("\n\n")[1],
-                  openapi_tags=[{"name": "runs", "description": "Collection runs (bearer token required)"}])
+    app = FastAPI(
+        title="raydspy",
+        version="1",
+        description=__doc__.split("\n\n")[1],
+        openapi_tags=[{"name": "runs", "description": "Collection runs (bearer token required)"}],
+    )
     app.state.manager = runs
     app.include_router(router)
     app.add_middleware(BodySizeLimit, max_bytes=runs.settings.max_body_bytes)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from raydspy.core.specs import load_program, load_rewards
+from raydspy.core.storage import StorageOptions
 from raydspy.errors import ConfigError
 from raydspy.service.executors import Executor, make_executor
 from raydspy.service.policy import check_module, check_teacher, check_uri
@@ -23,8 +25,6 @@ from raydspy.service.runs import RunRecord, new_run_id, utcnow
 from raydspy.service.schemas import RunRequest, RunState, RunStatus
 from raydspy.service.settings import ServiceSettings
 from raydspy.service.store import RunStore
-from raydspy.specs import load_program, load_rewards
-from raydspy.storage import StorageOptions
 
 __all__ = ["RunManager", "RunConflict"]
 
@@ -70,10 +70,12 @@ class RunManager:
             raise ConfigError(f"n={request.n} is above this service's max_n={s.max_n}")
         if request.actors > s.max_actors:
             raise ConfigError(f"actors={request.actors} is above this service's max_actors={s.max_actors}")
-        teacher = request.teacher.model_copy(update={
-            "base_url": request.teacher.base_url or s.default_teacher_url,
-            "model": request.teacher.model or s.default_teacher_model,
-        })
+        teacher = request.teacher.model_copy(
+            update={
+                "base_url": request.teacher.base_url or s.default_teacher_url,
+                "model": request.teacher.model or s.default_teacher_model,
+            }
+        )
         check_teacher(teacher.base_url, s.teacher_prefixes)
         if request.mlflow and not s.mlflow_tracking_uri:
             raise ConfigError("this service has no mlflow_tracking_uri: submit without `mlflow`, or configure one")
@@ -84,8 +86,12 @@ class RunManager:
     def submit(self, request: RunRequest) -> RunRecord:
         """Check, record (PENDING) and queue a run; returns its record."""
         request = self.validate(request)
-        record = RunRecord(id=new_run_id(), request=request, executor=self.executor.name,
-                           mlflow_tracking_uri=self.settings.mlflow_tracking_uri if request.mlflow else None)
+        record = RunRecord(
+            id=new_run_id(),
+            request=request,
+            executor=self.executor.name,
+            mlflow_tracking_uri=self.settings.mlflow_tracking_uri if request.mlflow else None,
+        )
         with self._lock:
             self.store.put(record)
             self._open[record.id] = record
@@ -116,23 +122,36 @@ class RunManager:
             done, errors, mean, rate = s["rows"], s["error_rows"], s["mean_reward"], s["rollouts_per_s"]
         else:
             counts = self.progress.counts(req.output_uri)
-            done, errors, mean = counts.rows, counts.errors, counts.mean_reward
+            done, errors, mean = counts.rows, counts.error_rows, counts.mean_reward
             if record.state == RunState.RUNNING and record.started_at and record.planned is not None:
                 elapsed = (utcnow() - record.started_at).total_seconds()
                 rate = max(done - record.resumed, 0) / elapsed if elapsed > 0 else None
         return RunStatus(
-            id=record.id, state=record.state, program=req.program, input_uri=req.input_uri,
-            output_uri=req.output_uri, n=req.n, dry_run=req.dry_run, rollouts_done=done,
-            rollouts_total=record.planned, errors=errors, mean_reward=mean, rollouts_per_s=rate,
-            cancel_requested=self.store.cancel_requested(record.id), message=record.message,
+            id=record.id,
+            state=record.state,
+            program=req.program,
+            input_uri=req.input_uri,
+            output_uri=req.output_uri,
+            n=req.n,
+            dry_run=req.dry_run,
+            rollouts_done=done,
+            rollouts_total=record.planned,
+            errors=errors,
+            mean_reward=mean,
+            rollouts_per_s=rate,
+            cancel_requested=self.store.cancel_requested(record.id),
+            message=record.message,
             mlflow_run_id=record.mlflow_run_id,
-            created_at=record.created_at, started_at=record.started_at, finished_at=record.finished_at,
+            created_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at,
         )
 
     def preview(self, run_id: str, limit: int, *, trace: bool = False) -> list[dict]:
         record = self.store.get(run_id)
-        return preview_rows(record.request.output_uri, min(limit, self.settings.max_preview_rows),
-                            self.storage, trace=trace)
+        return preview_rows(
+            record.request.output_uri, min(limit, self.settings.max_preview_rows), self.storage, trace=trace
+        )
 
     # -- cancel ----------------------------------------------------------------------------
 
@@ -157,7 +176,7 @@ class RunManager:
 
     # -- the dispatcher --------------------------------------------------------------------
 
-    def start(self) -> "RunManager":
+    def start(self) -> RunManager:
         """Start the dispatcher thread (idempotent)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="raydspy-dispatch", daemon=True)
@@ -199,8 +218,12 @@ class RunManager:
         try:
             outcome = self.executor.outcome(record)
         except Exception:  # noqa: BLE001 - one run the executor cannot answer for must not stall the others
-            logger.warning("run %s: cannot get its state from the %s executor; will retry",
-                           record.id, self.executor.name, exc_info=True)
+            logger.warning(
+                "run %s: cannot get its state from the %s executor; will retry",
+                record.id,
+                self.executor.name,
+                exc_info=True,
+            )
             return
         if outcome is None:
             return
@@ -215,7 +238,9 @@ class RunManager:
 
     def _dispatch(self, record: RunRecord) -> None:
         attempt = record.attempt + 1
-        record = record.model_copy(update={"attempt": attempt, "dispatched_at": utcnow(), "executor": self.executor.name})
+        record = record.model_copy(
+            update={"attempt": attempt, "dispatched_at": utcnow(), "executor": self.executor.name}
+        )
         record = record.model_copy(update={"executor_ref": self.executor.reference(record)})
         self.store.put(record)  # before submit: from now on only the worker writes it
         self._open[record.id] = record

@@ -121,8 +121,13 @@ class JobExecutor:
         runtime_env = dict(self.settings.job_runtime_env)
         env_vars = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", **runtime_env.get("env_vars", {})}
         runtime_env["env_vars"] = env_vars
-        self.client.submit_job(entrypoint=shlex.join(args), submission_id=record.executor_ref, runtime_env=runtime_env,
-                               entrypoint_num_cpus=0, metadata={"raydspy_run": record.id})
+        self.client.submit_job(
+            entrypoint=shlex.join(args),
+            submission_id=record.executor_ref,
+            runtime_env=runtime_env,
+            entrypoint_num_cpus=0,
+            metadata={"raydspy_run": record.id},
+        )
 
     def cancel(self, record: RunRecord) -> None:
         if record.executor_ref:

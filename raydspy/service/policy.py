@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import posixpath
 import urllib.parse
-from typing import Sequence
+from collections.abc import Sequence
 
 from raydspy.errors import RaydspyError
 

@@ -1,6 +1,6 @@
 """A run's status and preview, read from the rollout part files it has committed.
 
-The Parquet parts under the output URI are the truth (`raydspy.commits`): a run's counters are
+The Parquet parts under the output URI are the truth (`raydspy.pipeline.commits`): a run's counters are
 never kept on the side. Each part file is immutable once committed (a batch Ray retries rewrites
 the same rows under the same name), so its counts are read once (only the ``rollout_id``,
 ``error`` and ``reward`` columns) and cached by path; a status request then lists the output and
@@ -11,35 +11,16 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raydspy.commits import committed_files, read_committed
+from raydspy.core.stats import RolloutStats
+from raydspy.core.storage import StorageOptions, resolve
 from raydspy.errors import StorageError
-from raydspy.storage import StorageOptions, resolve
+from raydspy.pipeline.commits import committed_files, read_committed
 
-__all__ = ["PartCounts", "OutputProgress", "preview_rows"]
-
-
-@dataclass(frozen=True)
-class PartCounts:
-    """Counts over the committed rollout rows of an output."""
-
-    rows: int = 0
-    errors: int = 0
-    reward_sum: float = 0.0
-    reward_count: int = 0
-
-    def __add__(self, other: "PartCounts") -> "PartCounts":
-        return PartCounts(self.rows + other.rows, self.errors + other.errors,
-                          self.reward_sum + other.reward_sum, self.reward_count + other.reward_count)
-
-    @property
-    def mean_reward(self) -> float | None:
-        return self.reward_sum / self.reward_count if self.reward_count else None
+__all__ = ["OutputProgress", "preview_rows"]
 
 
 class OutputProgress:
@@ -47,18 +28,18 @@ class OutputProgress:
 
     def __init__(self, storage: StorageOptions | None = None, max_cached_files: int = 200_000):
         self.storage = storage or StorageOptions()
-        self._cache: dict[str, PartCounts] = {}
+        self._cache: dict[str, RolloutStats] = {}
         self._lock = threading.Lock()
         self._max = max_cached_files
 
-    def counts(self, output_uri: str) -> PartCounts:
+    def counts(self, output_uri: str) -> RolloutStats:
         """Rows, error rows and reward sums committed under ``output_uri`` (0s when it is empty).
 
         Raises:
             StorageError: the output cannot be listed or a part cannot be read.
         """
         location = resolve(output_uri, self.storage)
-        total = PartCounts()
+        total = RolloutStats()
         for path in committed_files(location):
             key = f"{output_uri}\0{path}"
             with self._lock:
@@ -69,26 +50,21 @@ class OutputProgress:
                     if len(self._cache) >= self._max:
                         self._cache.clear()
                     self._cache[key] = cached
-            total = total + cached
+            total += cached
         return total
 
     @staticmethod
-    def _read(filesystem, path: str, output_uri: str) -> PartCounts:
+    def _read(filesystem, path: str, output_uri: str) -> RolloutStats:
         try:
             table = pq.read_table(path, filesystem=filesystem, columns=["error", "reward"])
         except OSError as e:
             raise StorageError(f"cannot read {path!r} under {output_uri!r}: {e}") from e
-        rewards = table.column("reward")
-        return PartCounts(
-            rows=table.num_rows,
-            errors=table.num_rows - table.column("error").null_count,
-            reward_sum=float(pc.sum(rewards).as_py() or 0.0),
-            reward_count=len(rewards) - rewards.null_count,
-        )
+        return RolloutStats.of(table)
 
 
-def preview_rows(output_uri: str, limit: int, storage: StorageOptions | None = None,
-                 *, trace: bool = False) -> list[dict[str, Any]]:
+def preview_rows(
+    output_uri: str, limit: int, storage: StorageOptions | None = None, *, trace: bool = False
+) -> list[dict[str, Any]]:
     """The first ``limit`` committed rollout rows under ``output_uri`` (file order), JSON-ready:
     ``inputs`` and ``outputs`` decoded, ``rewards`` as a dict, ``trace`` only when asked for
     (``lm_calls`` counts its items either way).

@@ -21,7 +21,7 @@ __all__ = ["RunRecord", "new_run_id", "utcnow"]
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_run_id() -> str:
@@ -40,7 +40,9 @@ class RunRecord(BaseModel):
     executor: str = Field("task", description="`task` or `job`.")
     executor_ref: str | None = Field(None, description="The Ray job's submission id, or the Ray task's id.")
     attempt: int = Field(0, description="How many times the run was dispatched (a re-queued run resumes).")
-    dispatched_at: dt.datetime | None = Field(None, description="When the current attempt was handed to the executor; None while queued.")
+    dispatched_at: dt.datetime | None = Field(
+        None, description="When the current attempt was handed to the executor; None while queued."
+    )
     created_at: dt.datetime = Field(default_factory=utcnow)
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
@@ -48,5 +50,7 @@ class RunRecord(BaseModel):
     resumed: int = Field(0, description="Of those, rollouts committed before this attempt started.")
     summary: dict[str, Any] | None = Field(None, description="`RunSummary.as_dict()` of the finished run.")
     message: str | None = None
-    mlflow_tracking_uri: str | None = Field(None, description="Where the worker tracks the run in MLflow; None: not tracked.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Where the worker tracks the run in MLflow; None: not tracked."
+    )
     mlflow_run_id: str | None = Field(None, description="The MLflow run, once the worker started it.")

@@ -19,30 +19,59 @@ class TeacherSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_url: str | None = Field(None, max_length=512, description="Base URL ending in /v1; default: the service's teacher.")
+    base_url: str | None = Field(
+        None, max_length=512, description="Base URL ending in /v1; default: the service's teacher."
+    )
     model: str | None = Field(None, max_length=256, description="Model name it serves; default: the service's.")
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature; > 0 for distinct rollouts.")
     max_tokens: int = Field(256, ge=1, le=32768, description="Completion tokens per LM call.")
     structured_outputs: bool = Field(False, description="Send each signature's JSON schema (vLLM structured outputs).")
-    max_text_chars: int | None = Field(None, ge=1, description="With structured outputs: bound each free-text "
-                                       "output field to this many characters.")
-    seed: int | None = Field(None, ge=0, description="Seed the rollouts: each one's requests carry a seed derived "
-                             "from its rollout id, so the same run again draws the same samples (TeacherConfig.seed).")
+    max_text_chars: int | None = Field(
+        None, ge=1, description="With structured outputs: bound each free-text output field to this many characters."
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="Seed the rollouts: each one's requests carry a seed derived "
+        "from its rollout id, so the same run again draws the same samples (TeacherConfig.seed).",
+    )
 
 
 class RunRequest(BaseModel):
     """A collection run, as `raydspy collect` takes it."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "program": "raydspy.programs.banking77:program", "rewards": "raydspy.programs.banking77:rewards",
-        "input_uri": "s3://data/banking77/train.csv", "output_uri": "s3://rollouts/banking77/run-1", "n": 3,
-        "teacher": {"temperature": 1.0, "max_tokens": 192, "structured_outputs": True}}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "program": "raydspy.programs.banking77:program",
+                    "rewards": "raydspy.programs.banking77:rewards",
+                    "input_uri": "s3://data/banking77/train.csv",
+                    "output_uri": "s3://rollouts/banking77/run-1",
+                    "n": 3,
+                    "teacher": {"temperature": 1.0, "max_tokens": 192, "structured_outputs": True},
+                }
+            ]
+        },
+    )
 
-    program: str = Field(..., max_length=256, pattern=_SPEC, description="MODULE:ATTR of a dspy.Module (or a factory); module allow-listed.")
-    input_uri: str = Field(..., min_length=1, max_length=1024, description="Examples: CSV, JSONL or Parquet file or folder.")
-    output_uri: str = Field(..., min_length=1, max_length=1024, description="Folder or prefix for the rollout Parquet files.")
+    program: str = Field(
+        ...,
+        max_length=256,
+        pattern=_SPEC,
+        description="MODULE:ATTR of a dspy.Module (or a factory); module allow-listed.",
+    )
+    input_uri: str = Field(
+        ..., min_length=1, max_length=1024, description="Examples: CSV, JSONL or Parquet file or folder."
+    )
+    output_uri: str = Field(
+        ..., min_length=1, max_length=1024, description="Folder or prefix for the rollout Parquet files."
+    )
     n: int = Field(1, ge=1, description="Rollouts per example (at most the service's max_n).")
-    rewards: str | None = Field(None, max_length=256, pattern=_SPEC, description="MODULE:ATTR of reward_fn or {name: fn}.")
+    rewards: str | None = Field(
+        None, max_length=256, pattern=_SPEC, description="MODULE:ATTR of reward_fn or {name: fn}."
+    )
     teacher: TeacherSpec = Field(default_factory=TeacherSpec)
     dry_run: bool = Field(False, description="Format prompts only; call no LM.")
     limit: int | None = Field(None, ge=1, le=10_000_000, description="Use only the first LIMIT examples.")
@@ -50,7 +79,9 @@ class RunRequest(BaseModel):
     actors: int = Field(2, ge=1, description="Collect actors (at most the service's max_actors).")
     threads: int = Field(32, ge=1, le=512, description="Rollouts in flight per actor.")
     batch_size: int = Field(8, ge=1, le=4096, description="Examples per committed file (batch_size × n rollouts).")
-    max_error_rate: float = Field(0.5, ge=0.0, le=1.0, description="Stop (resumably) above this share of failed rollouts.")
+    max_error_rate: float = Field(
+        0.5, ge=0.0, le=1.0, description="Stop (resumably) above this share of failed rollouts."
+    )
     mlflow: bool = Field(False, description="Track the run in MLflow (the service's mlflow_tracking_uri).")
 
 
@@ -85,7 +116,9 @@ class RunStatus(BaseModel):
     n: int
     dry_run: bool
     rollouts_done: int = Field(..., description="Rollout rows committed under the output (error rows included).")
-    rollouts_total: int | None = Field(None, description="Rollouts the run consists of (examples × n); known once it started.")
+    rollouts_total: int | None = Field(
+        None, description="Rollouts the run consists of (examples × n); known once it started."
+    )
     errors: int = Field(..., description="Committed rows with an error.")
     mean_reward: float | None = Field(None, description="Mean combined reward of the committed rows that have one.")
     rollouts_per_s: float | None = Field(None, description="Rollouts this run committed per second since it started.")

@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from raydspy.errors import ConfigError
-from raydspy.teacher import DEFAULT_TEACHER_URL
+from raydspy.teacher.client import DEFAULT_TEACHER_URL
 
 __all__ = ["ServiceSettings", "DEFAULT_STATE_URI"]
 
@@ -31,34 +31,49 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAYDSPY_SERVICE_", extra="forbid", frozen=True)
 
     token: SecretStr | None = Field(
-        None, description="Bearer token every /v1 request must carry. Required: the service refuses to start without one.")
+        None,
+        description="Bearer token every /v1 request must carry. Required: the service refuses to start without one.",
+    )
     allowed_modules: list[str] = Field(
         ["raydspy.programs"],
-        description="Importable module prefixes programs and rewards may come from (`a.b` allows `a.b` and `a.b.c`).")
+        description="Importable module prefixes programs and rewards may come from (`a.b` allows `a.b` and `a.b.c`).",
+    )
     input_prefixes: list[str] = Field(
-        default_factory=list, description="URI prefixes input URIs must lie under (local paths, s3://, gs://).")
-    output_prefixes: list[str] = Field(
-        default_factory=list, description="URI prefixes output URIs must lie under.")
+        default_factory=list, description="URI prefixes input URIs must lie under (local paths, s3://, gs://)."
+    )
+    output_prefixes: list[str] = Field(default_factory=list, description="URI prefixes output URIs must lie under.")
     teacher_prefixes: list[str] = Field(
-        [DEFAULT_TEACHER_URL], description="Base URLs a run's teacher may use (prefix match); the service calls no other host.")
+        [DEFAULT_TEACHER_URL],
+        description="Base URLs a run's teacher may use (prefix match); the service calls no other host.",
+    )
     default_teacher_url: str = Field(DEFAULT_TEACHER_URL, description="Teacher used when a request names none.")
     default_teacher_model: str = Field("smollm2-135m-instruct", description="Its model name.")
     state_uri: str = Field(DEFAULT_STATE_URI, description="Where run records persist (local folder, s3:// or gs://).")
-    s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible store, for state, inputs and outputs.")
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible store, for state, inputs and outputs."
+    )
     max_body_bytes: int = Field(65536, ge=1024, description="Largest request body accepted (413 above it).")
     max_n: int = Field(64, ge=1, description="Largest `n` (rollouts per example) a request may ask for.")
     max_actors: int = Field(8, ge=1, description="Largest `actors` a request may ask for.")
     max_preview_rows: int = Field(100, ge=1, description="Largest `limit` of GET /v1/runs/{id}/rollouts.")
     max_concurrent_runs: int = Field(2, ge=1, description="Runs executing at once; later ones wait as PENDING.")
     executor: Literal["task", "job"] = Field(
-        "task", description="`task`: each run is a Ray task owned by the service replica (re-queued if the replica "
-        "restarts; runs resume). `job`: each run is a Ray job (JobSubmissionClient), independent of the replica.")
+        "task",
+        description="`task`: each run is a Ray task owned by the service replica (re-queued if the replica "
+        "restarts; runs resume). `job`: each run is a Ray job (JobSubmissionClient), independent of the replica.",
+    )
     job_address: str | None = Field(
-        None, description="Ray dashboard address for the `job` executor, e.g. http://127.0.0.1:8265 (default: $RAY_ADDRESS or local).")
-    job_runtime_env: dict[str, Any] = Field(default_factory=dict, description="runtime_env of each run's Ray job (or task).")
+        None,
+        description="Ray dashboard address for the `job` executor, e.g. http://127.0.0.1:8265 (default: $RAY_ADDRESS or local).",
+    )
+    job_runtime_env: dict[str, Any] = Field(
+        default_factory=dict, description="runtime_env of each run's Ray job (or task)."
+    )
     mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI for runs submitted with `mlflow: true` (a server, or a path every "
-        "node shares); None refuses them.")
+        None,
+        description="MLflow tracking URI for runs submitted with `mlflow: true` (a server, or a path every "
+        "node shares); None refuses them.",
+    )
     dispatch_interval_s: float = Field(1.0, gt=0, description="How often queued and running runs are checked.")
 
     @field_validator("allowed_modules")
@@ -70,7 +85,7 @@ class ServiceSettings(BaseSettings):
         return value
 
     @classmethod
-    def load(cls, args: dict[str, Any] | None = None) -> "ServiceSettings":
+    def load(cls, args: dict[str, Any] | None = None) -> ServiceSettings:
         """Settings from a Serve config's ``args`` over a YAML file over the environment.
 
         Raises:
@@ -92,5 +107,7 @@ class ServiceSettings(BaseSettings):
         except ValueError as e:
             raise ConfigError(f"invalid service settings: {e}") from e
         if settings.token is None or not settings.token.get_secret_value():
-            raise ConfigError("the service needs a bearer token: set RAYDSPY_SERVICE_TOKEN (or `token` in its settings)")
+            raise ConfigError(
+                "the service needs a bearer token: set RAYDSPY_SERVICE_TOKEN (or `token` in its settings)"
+            )
         return settings

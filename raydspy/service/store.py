@@ -3,7 +3,7 @@
     {state_uri}/runs/{run_id}.json     the `RunRecord` (written whole: local rename, or one PUT)
     {state_uri}/runs/{run_id}.cancel   present once a cancel was requested
 
-Any URI `raydspy.storage.resolve` takes works (a local folder, ``s3://``, ``gs://``), so the
+Any URI `raydspy.core.storage.resolve` takes works (a local folder, ``s3://``, ``gs://``), so the
 records can live beside the rollouts on the cluster's object store.
 """
 
@@ -13,9 +13,9 @@ import re
 
 import pyarrow.fs as pafs
 
+from raydspy.core.storage import StorageOptions, resolve, write_atomic
 from raydspy.errors import StorageError
 from raydspy.service.runs import RunRecord
-from raydspy.storage import StorageOptions, resolve, write_atomic
 
 __all__ = ["RunStore", "RunNotFound"]
 
@@ -84,7 +84,9 @@ class RunStore:
         except OSError as e:
             raise StorageError(f"cannot list runs under {self.state_uri!r}: {e}") from e
         names = [i.base_name for i in infos if i.type == pafs.FileType.File]
-        return sorted((n[: -len(".json")] for n in names if n.endswith(".json") and not n.startswith(".")), reverse=True)
+        return sorted(
+            (n[: -len(".json")] for n in names if n.endswith(".json") and not n.startswith(".")), reverse=True
+        )
 
     def all(self) -> list[RunRecord]:
         """Every record, newest first (records that vanished while listing are left out)."""

@@ -1,4 +1,4 @@
-"""A submitted run's entry point: read its record, run `raydspy.pipeline.run_pipeline`, write
+"""A submitted run's entry point: read its record, run `raydspy.pipeline.driver.run_pipeline`, write
 the outcome back. Runs inside a Ray task (the `task` executor) or as a Ray job's driver:
 
     python -m raydspy.service.worker RUN_ID --state-uri URI [--s3-endpoint URL]
@@ -22,13 +22,13 @@ import time
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before dspy imports litellm
 
+from raydspy.core.storage import StorageOptions  # noqa: E402
 from raydspy.errors import RaydspyError  # noqa: E402
 from raydspy.pipeline import PipelineConfig, RunProgress, run_pipeline  # noqa: E402
 from raydspy.service.runs import RunRecord, utcnow  # noqa: E402
 from raydspy.service.schemas import RunState  # noqa: E402
 from raydspy.service.store import RunStore  # noqa: E402
-from raydspy.storage import StorageOptions  # noqa: E402
-from raydspy.teacher import TeacherConfig  # noqa: E402
+from raydspy.teacher.client import TeacherConfig  # noqa: E402
 
 __all__ = ["execute_run", "main"]
 
@@ -41,14 +41,26 @@ CANCEL_POLL_S = 1.0
 def _configs(record: RunRecord, storage: StorageOptions) -> tuple[TeacherConfig, PipelineConfig]:
     req = record.request
     teacher = TeacherConfig(
-        base_url=req.teacher.base_url, model=req.teacher.model, temperature=req.teacher.temperature,
-        max_tokens=req.teacher.max_tokens, structured_outputs=req.teacher.structured_outputs,
-        max_text_chars=req.teacher.max_text_chars, seed=req.teacher.seed,
+        base_url=req.teacher.base_url,
+        model=req.teacher.model,
+        temperature=req.teacher.temperature,
+        max_tokens=req.teacher.max_tokens,
+        structured_outputs=req.teacher.structured_outputs,
+        max_text_chars=req.teacher.max_text_chars,
+        seed=req.teacher.seed,
     )
     config = PipelineConfig(
-        input_uri=req.input_uri, output_uri=req.output_uri, n=req.n, num_actors=req.actors,
-        threads_per_actor=req.threads, batch_size=req.batch_size, id_field=req.id_field, limit=req.limit,
-        dry_run=req.dry_run, max_error_rate=req.max_error_rate, storage=storage,
+        input_uri=req.input_uri,
+        output_uri=req.output_uri,
+        n=req.n,
+        num_actors=req.actors,
+        threads_per_actor=req.threads,
+        batch_size=req.batch_size,
+        id_field=req.id_field,
+        limit=req.limit,
+        dry_run=req.dry_run,
+        max_error_rate=req.max_error_rate,
+        storage=storage,
     )
     return teacher, config
 
@@ -86,14 +98,27 @@ def execute_run(run_id: str, state_uri: str, s3_endpoint_url: str | None = None)
         with contextlib.ExitStack() as stack:
             tracked = None
             if record.mlflow_tracking_uri:
-                from raydspy.tracking import MlflowRun
+                from raydspy.pipeline.tracking import MlflowRun
 
-                tracked = stack.enter_context(MlflowRun(
-                    record.request.program, teacher, config, rewards=record.request.rewards,
-                    tracking_uri=record.mlflow_tracking_uri, run_name=run_id))
+                tracked = stack.enter_context(
+                    MlflowRun(
+                        record.request.program,
+                        teacher,
+                        config,
+                        rewards=record.request.rewards,
+                        tracking_uri=record.mlflow_tracking_uri,
+                        run_name=run_id,
+                    )
+                )
                 store.update(run_id, mlflow_run_id=tracked.run_id)
-            summary = run_pipeline(record.request.program, teacher, config, rewards=record.request.rewards,
-                                   on_start=on_start, on_progress=on_progress)
+            summary = run_pipeline(
+                record.request.program,
+                teacher,
+                config,
+                rewards=record.request.rewards,
+                on_start=on_start,
+                on_progress=on_progress,
+            )
             if tracked is not None:
                 tracked.finish(summary)
         outcome["summary"] = summary.as_dict()

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raydspy.commits import read_committed
-from raydspy.storage import resolve
+from raydspy.core.storage import resolve
+from raydspy.pipeline.commits import read_committed
 
 OUT = Path(__file__).resolve().parent / "banking77-rollouts.parquet"
 

@@ -1,0 +1,137 @@
+"""`RolloutStats`: the counts raydspy reports over rollout rows, computed one way.
+
+Every figure a user sees about rollouts comes from this type: the committer counts each batch
+it commits, the driver adds the batches up for its progress bar and error budget, the run
+summary adds up the part files, the service's status adds up the parts it has read. Two
+reports of the same rows can therefore never disagree on what an error, a reward mean or a
+token count is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["RolloutStats"]
+
+
+@dataclass(frozen=True)
+class RolloutStats:
+    """Counts over a set of rollout rows (`ROLLOUT_SCHEMA`). Add two with ``+``.
+
+    Attributes:
+        rows: rollout rows counted (error rows included).
+        errors_by_type: error type (the ``error`` text before its first colon) → rows.
+        deferred: rollouts the teacher never answered, so not written (the next run does them).
+        reward_sum, reward_count: sum and count of the combined ``reward`` where set.
+        named_rewards: each named reward → ``(sum, count)`` over the rows where it has a value.
+        format_ok, format_count: rows with ``format_ok`` true, and rows where it is known.
+        completion_tokens: completion tokens over every traced LM call.
+        last_error: the last error row's full ``error`` text, or None.
+    """
+
+    rows: int = 0
+    errors_by_type: dict[str, int] = field(default_factory=dict)
+    deferred: int = 0
+    reward_sum: float = 0.0
+    reward_count: int = 0
+    named_rewards: dict[str, tuple[float, int]] = field(default_factory=dict)
+    format_ok: int = 0
+    format_count: int = 0
+    completion_tokens: int = 0
+    last_error: str | None = None
+
+    @classmethod
+    def of(cls, table: pa.Table, *, deferred: int = 0) -> RolloutStats:
+        """The counts of a table of rollout rows. Columns it lacks are not counted (the service
+        reads only ``error`` and ``reward`` for its status); ``deferred`` is passed through."""
+        names = set(table.column_names)
+        errors = table.column("error").drop_null().to_pylist() if "error" in names else []
+        stats: dict[str, Any] = {
+            "rows": table.num_rows,
+            "deferred": deferred,
+            "errors_by_type": dict(Counter(e.split(":", 1)[0] for e in errors)),
+            "last_error": errors[-1] if errors else None,
+        }
+        if "reward" in names:
+            rewards = table.column("reward").drop_null()
+            stats.update(reward_sum=float(pc.sum(rewards).as_py() or 0.0), reward_count=len(rewards))
+        if "format_ok" in names:
+            known = table.column("format_ok").drop_null()
+            stats.update(format_ok=int(pc.sum(known.cast(pa.int64())).as_py() or 0), format_count=len(known))
+        if "trace" in names:
+            calls = pc.list_flatten(table.column("trace"))
+            stats["completion_tokens"] = (
+                int(pc.sum(pc.struct_field(calls, "completion_tokens")).as_py() or 0) if len(calls) else 0
+            )
+        if "rewards" in names:
+            named: dict[str, list[float]] = {}
+            for pairs in table.column("rewards").to_pylist():
+                for name, value in pairs or []:
+                    if value is not None:
+                        total = named.setdefault(name, [0.0, 0])
+                        total[0] += value
+                        total[1] += 1
+            stats["named_rewards"] = {name: (s, int(c)) for name, (s, c) in named.items()}
+        return cls(**stats)
+
+    def __add__(self, other: RolloutStats) -> RolloutStats:
+        named = dict(self.named_rewards)
+        for name, (s, c) in other.named_rewards.items():
+            s0, c0 = named.get(name, (0.0, 0))
+            named[name] = (s0 + s, c0 + c)
+        return RolloutStats(
+            rows=self.rows + other.rows,
+            errors_by_type=dict(Counter(self.errors_by_type) + Counter(other.errors_by_type)),
+            deferred=self.deferred + other.deferred,
+            reward_sum=self.reward_sum + other.reward_sum,
+            reward_count=self.reward_count + other.reward_count,
+            named_rewards=named,
+            format_ok=self.format_ok + other.format_ok,
+            format_count=self.format_count + other.format_count,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            last_error=other.last_error or self.last_error,
+        )
+
+    @property
+    def error_rows(self) -> int:
+        return sum(self.errors_by_type.values())
+
+    @property
+    def finished(self) -> int:
+        """Rollouts finished: written, or deferred."""
+        return self.rows + self.deferred
+
+    @property
+    def error_rate(self) -> float:
+        """Share of finished rollouts that failed (error rows and deferred); 0.0 when none finished."""
+        return (self.error_rows + self.deferred) / self.finished if self.finished else 0.0
+
+    @property
+    def mean_reward(self) -> float | None:
+        return self.reward_sum / self.reward_count if self.reward_count else None
+
+    @property
+    def reward_means(self) -> dict[str, float]:
+        """Each named reward's mean, by name."""
+        return {name: s / c for name, (s, c) in sorted(self.named_rewards.items()) if c}
+
+    @property
+    def format_rate(self) -> float | None:
+        """Share of rows with ``format_ok`` true, over rows where it is known."""
+        return self.format_ok / self.format_count if self.format_count else None
+
+    def to_json(self) -> str:
+        """One JSON object (how the committer hands a batch's counts to the driver through Ray Data)."""
+        return json.dumps({**self.__dict__, "named_rewards": {k: list(v) for k, v in self.named_rewards.items()}})
+
+    @classmethod
+    def from_json(cls, text: str) -> RolloutStats:
+        data = json.loads(text)
+        data["named_rewards"] = {k: (float(s), int(c)) for k, (s, c) in data["named_rewards"].items()}
+        return cls(**data)

@@ -1,0 +1,38 @@
+"""The Ray pipeline: collection at cluster scale (Ray Data over an actor pool of Collect workers).
+
+| module       | job                                                                          |
+| ------------ | ---------------------------------------------------------------------------- |
+| `config`     | `PipelineConfig`: how a run is laid out, its defaults and limits             |
+| `driver`     | `run_pipeline`: checks, plans, follows a run                                 |
+| `progress`   | `RunProgress`: the run so far, from the committer's batches                |
+| `workers`    | `PlanWorker`, `CollectWorker`: the Ray Data actors                           |
+| `committer`  | `RolloutCommitter` and its `CommitGate`: batches of rollouts to part files   |
+| `commits`    | the exactly-once commit protocol: part names, reading what is committed      |
+| `inputs`     | reading examples (CSV, JSONL, Parquet; local, s3://, gs://)                  |
+| `validation` | every input row checked before any LM call                                   |
+| `summary`    | `RunSummary`: what an output holds, read back from its files                 |
+| `metrics`    | Ray metrics of runs (Prometheus, the dashboard)                              |
+| `tracking`   | MLflow tracking of a run                                                     |
+"""
+
+from typing import TYPE_CHECKING
+
+from raydspy._lazy import lazy_exports
+
+_EXPORTS = {
+    "PipelineConfig": "raydspy.pipeline.config",
+    "INVALID_DIR": "raydspy.pipeline.config",
+    "run_pipeline": "raydspy.pipeline.driver",
+    "RunProgress": "raydspy.pipeline.progress",
+    "RunSummary": "raydspy.pipeline.summary",
+}
+
+__all__ = list(_EXPORTS)
+
+if TYPE_CHECKING:
+    from raydspy.pipeline.config import INVALID_DIR, PipelineConfig
+    from raydspy.pipeline.driver import run_pipeline
+    from raydspy.pipeline.progress import RunProgress
+    from raydspy.pipeline.summary import RunSummary
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

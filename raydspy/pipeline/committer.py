@@ -1,0 +1,121 @@
+"""The pipeline's last stage: finished rollouts in, committed part files out, and a gate that
+lets the driver stop the commits when it stops a run.
+
+Why a gate: when the driver stops a run early (the error budget, Ctrl-C), Ray Data shuts the
+dataset down gracefully: it drops its handles on the actors, and each actor exits once the calls
+already sent to it have run. Those calls commit after the driver has stopped, so a summary read
+from the output at that moment would be short of them, and the output would keep growing after
+`raydspy collect` had returned. With the gate, the driver closes it, waits until the commits it
+had admitted have landed, and only then reads the output; a commit that asks after the close
+writes nothing, and the next run of the job does those rollouts (exactly once: `raydspy.core.identity`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from raydspy.core.stats import RolloutStats
+from raydspy.core.storage import Location
+from raydspy.pipeline.commits import commit_rollouts
+from raydspy.pipeline.metrics import RolloutMetrics
+
+__all__ = ["DEFERRED", "BATCH_STATS", "CommitGate", "RolloutCommitter", "close_gate"]
+
+logger = logging.getLogger(__name__)
+
+#: A finished rollout's extra column: the teacher never answered (not committed; the next run does it).
+DEFERRED = "__raydspy_deferred"
+
+#: The row `RolloutCommitter` returns for each batch: the part file, and the batch's `RolloutStats`
+#: as JSON (`RunProgress.add` reads it).
+BATCH_STATS = pa.schema([("file", pa.string()), ("stats", pa.string())])
+
+#: How long the driver waits for admitted commits after closing the gate: beyond the storage
+#: retries' own deadline (`raydspy.pipeline.commits.STORAGE_RETRY`, 120 s), so a commit that can land does.
+DRAIN_TIMEOUT_S = 180.0
+
+
+@ray.remote(num_cpus=0)
+class CommitGate:
+    """A Ray actor (async, so ``close`` can wait while ``leave`` runs): open until the driver
+    closes it; counts the commits it admitted that have not yet landed."""
+
+    def __init__(self) -> None:
+        self._open = True
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def enter(self) -> bool:
+        """Admit one commit: True while the gate is open (then the caller must ``leave``)."""
+        if self._open:
+            self._in_flight += 1
+            self._idle.clear()
+        return self._open
+
+    async def leave(self) -> None:
+        """One admitted commit has landed, or failed."""
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def close(self, timeout_s: float) -> int:
+        """Admit no more commits; wait up to ``timeout_s`` seconds for those admitted.
+
+        Returns:
+            How many admitted commits are still in flight (0 once all have landed).
+        """
+        self._open = False
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            pass
+        return self._in_flight
+
+
+def close_gate(gate: ray.actor.ActorHandle, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+    """Close ``gate`` and wait for the commits it admitted (the driver's side of `CommitGate`)."""
+    try:
+        still = ray.get(gate.close.remote(timeout_s))
+    except ray.exceptions.RayError as e:  # don't hide the failure that ended the run behind this one
+        logger.warning("cannot close the commit gate (%s): commits in flight may land after this summary", e)
+        return
+    if still:
+        logger.warning("%d commits still in flight after %.0f s: they may land after this summary", still, timeout_s)
+
+
+class RolloutCommitter:
+    """A Ray Data actor: finished rollouts (`raydspy.pipeline.driver.CollectWorker` rows) in, one
+    committed part file of those the teacher answered, and one row (`BATCH_STATS`)
+    for the driver, out; no row at all once ``gate`` is closed (nothing committed).
+
+    An actor rather than tasks: one process, started with the pool, instead of a worker started
+    (and DSPy imported) for every few commits, on CPUs the teacher needs.
+
+    Raises:
+        StorageError: storage still failing after `raydspy.pipeline.commits`' retries.
+    """
+
+    def __init__(self, output: Location, gate: ray.actor.ActorHandle):
+        self.output, self.gate = output, gate
+        self.metrics = RolloutMetrics(run=output.uri)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if not ray.get(self.gate.enter.remote()):  # the run has stopped: leave these to the next run
+            return BATCH_STATS.empty_table()
+        try:
+            kept = batch.filter(pc.invert(batch.column(DEFERRED))).drop_columns([DEFERRED])
+            path = commit_rollouts(self.output, kept)
+        finally:
+            self.gate.leave.remote()
+        self.metrics.committed(kept.num_rows)
+        stats = RolloutStats.of(kept, deferred=batch.num_rows - kept.num_rows)
+        errors = pc.drop_null(batch.column("error"))  # a deferred rollout's error too: why the teacher failed
+        stats = replace(stats, last_error=errors[-1].as_py() if len(errors) else None)
+        return pa.Table.from_pylist([{"file": path, "stats": stats.to_json()}], schema=BATCH_STATS)

@@ -1,0 +1,83 @@
+"""`PipelineConfig`: how one distributed collection run is laid out, and the limits it checks.
+
+The CLI's ``collect`` flags and the service's run request are derived from its fields
+(`raydspy.cli.fields`), so a default or a limit is declared here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from raydspy.core.storage import StorageOptions
+
+__all__ = ["PipelineConfig", "INVALID_DIR", "BUDGET_MIN_ROLLOUTS", "HELPER_NUM_CPUS"]
+
+#: Where ``skip_invalid`` writes the rows it skipped (ignored by rollout readers: leading ``_``).
+INVALID_DIR = "_invalid"
+
+#: The error budget is judged only once this many rollouts have finished in the run.
+BUDGET_MIN_ROLLOUTS = 20
+
+#: Logical CPUs of the planner and committer actors (light work: ids, one Parquet file at a time).
+HELPER_NUM_CPUS = 0.25
+
+
+class PipelineConfig(BaseModel):
+    """How one distributed collection run is laid out."""
+
+    input_uri: str = Field(description="Examples: a CSV, JSONL or Parquet file or folder; local, s3:// or gs://.")
+    output_uri: str = Field(description="Folder or prefix receiving the rollout Parquet files.")
+    n: int = Field(1, ge=1, description="Rollouts per example.")
+    num_actors: int = Field(2, ge=1, description="Collect actors in the pool.")
+    threads_per_actor: int = Field(32, ge=1, description="Rollouts in flight per actor (its concurrent calls).")
+    batch_size: int = Field(8, ge=1, description="Examples per committed file (batch_size × n rollouts).")
+    rollouts_per_call: int = Field(
+        1,
+        ge=1,
+        description="Rollouts per actor call, run one after another. 1 keeps every thread busy to the "
+        "end of a run; more spends less per rollout on Ray Data's scheduling (teachers answering hundreds of "
+        "rollouts a second). Dry runs, which have no slow calls to wait for, use batch_size × n.",
+    )
+    actor_num_cpus: float = Field(0.25, gt=0, description="Logical CPUs each actor reserves (it mostly waits on HTTP).")
+    actor_start_timeout_s: int = Field(
+        900,
+        ge=1,
+        description="Seconds to wait for every actor of the pool to start (imports, program) before "
+        "the first block is sent; then fail with a clear error (e.g. a cluster without the CPUs asked for).",
+    )
+    id_field: str | None = Field(None, description="Column holding example ids; else ids hash each example.")
+    limit: int | None = Field(None, ge=1, description="Use only the first LIMIT examples.")
+    dry_run: bool = Field(False, description="Format prompts only; call no LM.")
+    max_error_rate: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Stop the run (resumably) once more than this share of its finished rollouts failed "
+        f"(error rows and rollouts the teacher never answered), judged after {BUDGET_MIN_ROLLOUTS}. 1.0: never stop.",
+    )
+    skip_invalid: bool = Field(
+        False, description=f"Skip invalid input rows, listing them under {INVALID_DIR}/, instead of refusing to start."
+    )
+    storage: StorageOptions = Field(default_factory=StorageOptions, description="S3-compatible endpoint options.")
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @property
+    def plan_size(self) -> int:
+        """Examples per planner call: enough for four waves of the whole pool (``num_actors`` ×
+        (``threads_per_actor`` + 1) calls of ``call_size`` rollouts each).
+
+        Why whole waves at once: Ray Data admits upstream work only as its resource budget allows,
+        and that budget shrinks when other datasets run on the cluster (Ray Data splits the cluster
+        between concurrent executions): the planner's next call may come only once the pool has
+        drained what it was given. With one small input block per planner call, a run beside
+        another dataset got one block, two rollouts, per wave: two requests in flight of six
+        (`tests/test_resume.py`); with two waves a call, 5.2 on average; with four, 5.6.
+        """
+        wave = self.num_actors * (self.threads_per_actor + 1) * self.call_size
+        return max(1, -(-4 * wave // self.n))
+
+    @property
+    def call_size(self) -> int:
+        """Rollouts per actor call: ``rollouts_per_call``, or a file's worth in a dry run."""
+        return self.batch_size * self.n if self.dry_run else self.rollouts_per_call
