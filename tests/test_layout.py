@@ -4,6 +4,7 @@ import paths still resolve."""
 
 from __future__ import annotations
 
+import inspect
 import pkgutil
 import subprocess
 import sys
@@ -53,3 +54,17 @@ def test_no_module_is_longer_than_350_lines():
         str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 350
     }
     assert not long, f"split these modules: {long}"
+
+
+def test_the_private_apis_raydspy_uses_exist_in_the_installed_versions():
+    import dspy
+    import ray.data
+
+    from raydspy import _compat
+
+    assert _compat.check_versions() == []
+    model = _compat.structured_outputs_response_format(dspy.Signature("question -> answer"))
+    assert "answer" in model.model_json_schema()["properties"]
+    assert hasattr(ray.data.DataContext.get_current(), "_max_num_blocks_in_streaming_gen_buffer")
+    params = inspect.signature(dspy.BaseLM.__call__).parameters
+    assert list(params)[:2] == ["self", "prompt"] and "messages" in params and hasattr(dspy.BaseLM, "acall")

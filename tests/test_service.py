@@ -125,6 +125,30 @@ def test_the_runs_teacher_fields_reach_its_teacher_config(space):
     assert config.sampling["seed"] == 5  # part of every rollout id, and each rollout's own seed
 
 
+def test_the_service_takes_every_run_field_the_cli_has_with_the_same_defaults(space):
+    from raydspy.cli.flags import PIPELINE_FLAGS, TEACHER_FLAGS
+    from raydspy.core.storage import StorageOptions
+    from raydspy.pipeline.config import PipelineConfig
+    from raydspy.service.schemas import RunRequest, TeacherSpec
+    from raydspy.service.worker import _configs
+
+    assert set(PIPELINE_FLAGS) <= set(RunRequest.model_fields)
+    assert set(TEACHER_FLAGS) - {"api_key"} <= set(TeacherSpec.model_fields)  # the key is the service's
+    for name in PIPELINE_FLAGS:
+        assert RunRequest.model_fields[name].get_default() == PipelineConfig.model_fields[name].get_default(), name
+    run = {"rollouts_per_call": 4, "skip_invalid": True, "actor_start_timeout_s": 60, "threads_per_actor": 3}
+    teacher = {"base_url": "http://t:8000/v1", "model": "m", "timeout_s": 30.0, "cache": False}
+    record = RunRecord(id="run-2", request=RunRequest(**_run(space, "all", teacher=teacher, **run)))
+    config, layout = _configs(record, StorageOptions())
+    assert {k: getattr(layout, k) for k in run} == run and {k: getattr(config, k) for k in teacher} == teacher
+
+
+def test_the_request_keeps_the_configs_limits(client, space):
+    body = _run(space, "limits", threads_per_actor=10_000)
+    response = client.post("/v1/runs", json=body, headers=AUTH)
+    assert response.status_code == 422 and "threads_per_actor" in response.text
+
+
 def test_bearer_token_is_required(client):
     assert client.get("/v1/runs").status_code == 401
     assert client.get("/v1/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -262,8 +286,8 @@ def test_cancel_stops_a_running_run(running, space):
             "cancel",
             dry_run=False,
             batch_size=1,
-            actors=1,
-            threads=1,
+            num_actors=1,
+            threads_per_actor=1,
             n=2,
             teacher={"base_url": teacher.url, "model": "slow-model", "temperature": 1.0},
         )

@@ -16,12 +16,30 @@ from typing import TYPE_CHECKING
 from raydspy.cli import common
 from raydspy.cli.common import add_cluster_args, init_ray
 from raydspy.cli.evaluate import add_evaluate_command, run_evaluate
+from raydspy.cli.fields import add_model_flags, given
 from raydspy.cli.progress import TrainProgressBar
 
 if TYPE_CHECKING:
     from raydspy.distill.config import TrainConfig
 
 COMMANDS = ("export", "train", "evaluate")
+
+#: ``{TrainConfig field: flag}``: what ``raydspy train`` overrides in its config file.
+TRAIN_FLAGS = dict.fromkeys(
+    [
+        "dataset",
+        "model",
+        "storage_path",
+        "name",
+        "num_workers",
+        "use_gpu",
+        "learning_rate",
+        "max_steps",
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "seed",
+    ]
+)
 
 EXAMPLES = """\
 the CPU recipe (README, "Distillation"):
@@ -74,18 +92,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("method", choices=["sft", "grpo"])
     train.add_argument("--config", required=True, help="training config YAML (jobs/configs/*.yaml)")
-    train.add_argument("--dataset", default=None, help="export URI (overrides the config)")
-    train.add_argument("--model", default=None, help="student model (overrides the config)")
-    train.add_argument("--storage-path", default=None, help="where Ray Train writes the run (overrides the config)")
-    train.add_argument("--name", default=None, help="run name (overrides the config)")
-    train.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides the config)")
-    train.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="seed of the data order and sampling (overrides the config); a second pass from a "
-        "trained --model with another seed sees other rows first",
-    )
+    from raydspy.distill.config import TrainConfig
+
+    overrides = train.add_argument_group("overrides of the config file (TrainConfig's fields)")
+    add_model_flags(overrides, TrainConfig, TRAIN_FLAGS, default_text="the config file's")
     train.add_argument(
         "--task",
         default=None,
@@ -142,15 +152,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """
     from raydspy.distill.config import GRPOSettings, TrainConfig
 
-    config = TrainConfig.from_yaml(
-        args.config,
-        dataset=args.dataset,
-        model=args.model,
-        storage_path=args.storage_path,
-        name=args.name,
-        max_steps=args.max_steps,
-        seed=args.seed,
-    )
+    config = TrainConfig.from_yaml(args.config, **given(args, TRAIN_FLAGS))
     if getattr(args, "task", None):
         grpo = config.grpo or GRPOSettings(task=args.task)
         # The config's program, rewards and their weights belong to its own task.

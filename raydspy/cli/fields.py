@@ -45,6 +45,7 @@ def add_model_flags(
     *,
     defaults: Mapping[str, Any] | None = None,
     metavars: Mapping[str, str] | None = None,
+    default_text: str | None = None,
 ) -> None:
     """Add one flag per field of ``model`` named in ``flags`` (``{field: flag}``, flag None for
     ``--field-name``), its help the field's description, limits and default.
@@ -52,6 +53,7 @@ def add_model_flags(
     Args:
         defaults: defaults to show instead of the model's (e.g. from the environment).
         metavars: ``{field: METAVAR}``.
+        default_text: shown as every flag's default instead (e.g. "the config file's").
 
     Raises:
         TypeError: a field whose type is not int, float, str or bool (or one of them or None).
@@ -61,12 +63,20 @@ def add_model_flags(
         kind = _scalar(info.annotation)
         default = (defaults or {}).get(name, info.get_default(call_default_factory=True))
         shown = "unset" if default is None else ("on" if default is True else "off" if default is False else default)
-        help_ = f"{info.description} (default: {shown}{_limits(info.metadata)})".replace("%", "%%")
+        shown = default_text or shown
+        help_ = f"{info.description or ''} (default: {shown}{_limits(info.metadata)})".replace("%", "%%")
         flag = flag or "--" + name.replace("_", "-")
         if kind is bool:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         else:
-            group.add_argument(flag, dest=name, type=kind, default=None, help=help_, metavar=(metavars or {}).get(name))
+            group.add_argument(
+                flag,
+                dest=name,
+                type=kind,
+                default=None,
+                help=help_,
+                metavar=(metavars or {}).get(name, flag.lstrip("-").replace("-", "_").upper()),
+            )
 
 
 def given(args: argparse.Namespace, flags: Mapping[str, str | None]) -> dict[str, Any]:

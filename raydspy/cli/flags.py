@@ -13,6 +13,8 @@ from typing import Any
 
 from raydspy.cli.common import add_cluster_args
 from raydspy.cli.fields import add_model_flags, build, given
+from raydspy.pipeline.config import RUN_FIELDS
+from raydspy.teacher.client import SAMPLING_FIELDS
 
 __all__ = ["TEACHER_FLAGS", "PIPELINE_FLAGS", "add_teacher_flags", "add_run_flags", "teacher_from", "pipeline_from"]
 
@@ -21,28 +23,16 @@ TEACHER_FLAGS = {
     "base_url": "--teacher-url",
     "model": "--teacher-model",
     "api_key": None,
-    "temperature": None,
-    "max_tokens": None,
-    "seed": None,
-    "structured_outputs": None,
-    "max_text_chars": None,
+    **dict.fromkeys(SAMPLING_FIELDS),
     "timeout_s": "--request-timeout",
-    "cache": None,
 }
 
 #: ``{PipelineConfig field: flag}``.
 PIPELINE_FLAGS = {
-    "n": None,
+    **dict.fromkeys(RUN_FIELDS),
     "num_actors": "--actors",
     "threads_per_actor": "--threads",
-    "batch_size": None,
-    "rollouts_per_call": None,
     "actor_start_timeout_s": "--actor-start-timeout",
-    "limit": None,
-    "id_field": None,
-    "dry_run": None,
-    "max_error_rate": None,
-    "skip_invalid": None,
 }
 
 _API_KEY_ENV = "RAYDSPY_TEACHER_API_KEY"

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import dspy
-from dspy.adapters.json_adapter import _get_structured_outputs_response_format
+
+from raydspy._compat import structured_outputs_response_format
 
 __all__ = ["StructuredOutputAdapter", "PlainJSONAdapter", "response_format_for"]
 
@@ -35,7 +36,7 @@ def response_format_for(signature: type[dspy.Signature], *, max_text_chars: int 
     Raises:
         ValueError: an output field is an open-ended mapping, which no JSON schema can pin down.
     """
-    schema = _get_structured_outputs_response_format(signature).model_json_schema()
+    schema = structured_outputs_response_format(signature).model_json_schema()
     if max_text_chars is not None:
         _bound_free_text(schema, max_text_chars)
     return {

@@ -96,10 +96,10 @@ class TrainConfig(BaseModel):
             "benchmarks/results/sft-step.txt); elsewhere emulated and slow."
         ),
     )
-    learning_rate: float = Field(5e-5, gt=0)
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
     max_steps: int = Field(-1, description="Optimizer steps; -1 to run num_train_epochs instead.")
-    num_train_epochs: float = Field(1.0, gt=0)
-    per_device_train_batch_size: int = Field(4, ge=1)
+    num_train_epochs: float = Field(1.0, gt=0, description="Passes over the dataset (when max_steps is -1).")
+    per_device_train_batch_size: int = Field(4, ge=1, description="Rows per step on each worker.")
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_length: int = Field(
         1536, ge=16, description="Tokens per training sequence (prompt + completion); longer ones are cut."
@@ -115,7 +115,9 @@ class TrainConfig(BaseModel):
     )
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(500, ge=1, description="Steps between intermediate checkpoints.")
-    seed: int = 0
+    seed: int = Field(
+        0, description="Seed of the data order and sampling: a second pass with another sees other rows first."
+    )
     grpo: GRPOSettings | None = Field(None, description="GRPO only: the task and sampling.")
     trl: dict[str, Any] = Field(default_factory=dict, description="More arguments of trl.SFTConfig / trl.GRPOConfig.")
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raydspy.core.storage import StorageOptions
 
-__all__ = ["PipelineConfig", "INVALID_DIR", "BUDGET_MIN_ROLLOUTS", "HELPER_NUM_CPUS"]
+__all__ = ["PipelineConfig", "RUN_FIELDS", "INVALID_DIR", "BUDGET_MIN_ROLLOUTS", "HELPER_NUM_CPUS"]
 
 #: Where ``skip_invalid`` writes the rows it skipped (ignored by rollout readers: leading ``_``).
 INVALID_DIR = "_invalid"
@@ -29,8 +29,8 @@ class PipelineConfig(BaseModel):
     output_uri: str = Field(description="Folder or prefix receiving the rollout Parquet files.")
     n: int = Field(1, ge=1, description="Rollouts per example.")
     num_actors: int = Field(2, ge=1, description="Collect actors in the pool.")
-    threads_per_actor: int = Field(32, ge=1, description="Rollouts in flight per actor (its concurrent calls).")
-    batch_size: int = Field(8, ge=1, description="Examples per committed file (batch_size × n rollouts).")
+    threads_per_actor: int = Field(32, ge=1, le=512, description="Rollouts in flight per actor (its concurrent calls).")
+    batch_size: int = Field(8, ge=1, le=4096, description="Examples per committed file (batch_size × n rollouts).")
     rollouts_per_call: int = Field(
         1,
         ge=1,
@@ -45,7 +45,9 @@ class PipelineConfig(BaseModel):
         description="Seconds to wait for every actor of the pool to start (imports, program) before "
         "the first block is sent; then fail with a clear error (e.g. a cluster without the CPUs asked for).",
     )
-    id_field: str | None = Field(None, description="Column holding example ids; else ids hash each example.")
+    id_field: str | None = Field(
+        None, max_length=128, description="Column holding example ids; else ids hash each example."
+    )
     limit: int | None = Field(None, ge=1, description="Use only the first LIMIT examples.")
     dry_run: bool = Field(False, description="Format prompts only; call no LM.")
     max_error_rate: float = Field(
@@ -81,3 +83,20 @@ class PipelineConfig(BaseModel):
     def call_size(self) -> int:
         """Rollouts per actor call: ``rollouts_per_call``, or a file's worth in a dry run."""
         return self.batch_size * self.n if self.dry_run else self.rollouts_per_call
+
+
+#: The fields of a run a user chooses: the flags of ``raydspy collect`` and the fields of the
+#: service's run request (the rest, URIs and storage, each front end sets its own way).
+RUN_FIELDS = (
+    "n",
+    "num_actors",
+    "threads_per_actor",
+    "batch_size",
+    "rollouts_per_call",
+    "actor_start_timeout_s",
+    "limit",
+    "id_field",
+    "dry_run",
+    "max_error_rate",
+    "skip_invalid",
+)

@@ -46,6 +46,7 @@ import dspy
 import ray
 import ray.data
 
+from raydspy._compat import check_versions, set_streaming_buffer_blocks
 from raydspy.core.program import program_input_fields
 from raydspy.core.specs import load_program, load_rewards
 from raydspy.core.storage import Location, check_writable, resolve, write_atomic
@@ -109,6 +110,7 @@ def run_pipeline(
     """
     if not ray.is_initialized():
         raise ConfigError("Ray is not initialised: call ray.init() (or use the raydspy CLI) first")
+    check_versions()
     loaded = load_program(program)
     fields = program_input_fields(loaded)
     load_rewards(rewards)  # fail on a bad reward spec now, not inside every actor
@@ -203,7 +205,7 @@ def run_pipeline(
     # Ray Data lets a task run only 2 blocks ahead of the executor by default, which hands the
     # repartition's 1-rollout blocks out a couple per scheduling step: too slow to refill
     # A × T threads. Let it run a whole wave ahead (tiny blocks: a few KiB each).
-    stats.context._max_num_blocks_in_streaming_gen_buffer = config.num_actors * (config.threads_per_actor + 1)
+    set_streaming_buffer_blocks(stats.context, config.num_actors * (config.threads_per_actor + 1))
     stopped = _follow(stats, progress, config, on_progress, gate) if progress.remaining > 0 else None
     summary, duplicates = summarize_committed(output, elapsed_s=progress.elapsed_s)
     new_rows = progress.committed

@@ -68,8 +68,8 @@ class RunManager:
         check_uri(request.output_uri, s.output_prefixes, "output URI")
         if request.n > s.max_n:
             raise ConfigError(f"n={request.n} is above this service's max_n={s.max_n}")
-        if request.actors > s.max_actors:
-            raise ConfigError(f"actors={request.actors} is above this service's max_actors={s.max_actors}")
+        if request.num_actors > s.max_actors:
+            raise ConfigError(f"num_actors={request.num_actors} is above this service's max_actors={s.max_actors}")
         teacher = request.teacher.model_copy(
             update={
                 "base_url": request.teacher.base_url or s.default_teacher_url,

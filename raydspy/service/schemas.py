@@ -1,45 +1,51 @@
 """Request and response bodies of the HTTP API (pydantic; FastAPI answers 422 with the reason
-when a body does not validate, and lists these models in the OpenAPI docs at ``/docs``)."""
+when a body does not validate, and lists these models in the OpenAPI docs at ``/docs``).
+
+A run request's fields are built from `PipelineConfig` and `TeacherConfig` (as the CLI's flags
+are), so the service accepts every run field the CLI has, with the same defaults and limits.
+"""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from raydspy.pipeline.config import RUN_FIELDS, PipelineConfig
+from raydspy.teacher.client import SAMPLING_FIELDS, TeacherConfig
 
 __all__ = ["TeacherSpec", "RunRequest", "RunState", "RunCreated", "RunStatus", "RunList", "RolloutPreview"]
 
 _SPEC = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 
 
-class TeacherSpec(BaseModel):
-    """The teacher a run samples from (an OpenAI-compatible endpoint the service allows)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base_url: str | None = Field(
-        None, max_length=512, description="Base URL ending in /v1; default: the service's teacher."
-    )
-    model: str | None = Field(None, max_length=256, description="Model name it serves; default: the service's.")
-    temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature; > 0 for distinct rollouts.")
-    max_tokens: int = Field(256, ge=1, le=32768, description="Completion tokens per LM call.")
-    structured_outputs: bool = Field(False, description="Send each signature's JSON schema (vLLM structured outputs).")
-    max_text_chars: int | None = Field(
-        None, ge=1, description="With structured outputs: bound each free-text output field to this many characters."
-    )
-    seed: int | None = Field(
-        None,
-        ge=0,
-        description="Seed the rollouts: each one's requests carry a seed derived "
-        "from its rollout id, so the same run again draws the same samples (TeacherConfig.seed).",
-    )
+def _fields(model: type[BaseModel], names: tuple[str, ...], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``create_model`` field definitions copied from ``model``: its types, defaults, limits and
+    descriptions; the fields in ``optional`` default to None (the service fills them in)."""
+    fields: dict[str, Any] = {}
+    for name in names:
+        info = copy.copy(model.model_fields[name])
+        if name in optional:
+            info.default = None
+            fields[name] = (info.annotation | None, info)
+        else:
+            fields[name] = (info.annotation, info)
+    return fields
 
 
-class RunRequest(BaseModel):
-    """A collection run, as `raydspy collect` takes it."""
+TeacherSpec = create_model(
+    "TeacherSpec",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="The teacher a run samples from (an OpenAI-compatible endpoint the service allows); "
+    "``base_url`` and ``model`` default to the service's teacher. Fields as `TeacherConfig`'s.",
+    **_fields(TeacherConfig, ("base_url", "model", *SAMPLING_FIELDS), optional=("base_url", "model")),
+)
 
+
+class _RunRequestBase(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -68,21 +74,24 @@ class RunRequest(BaseModel):
     output_uri: str = Field(
         ..., min_length=1, max_length=1024, description="Folder or prefix for the rollout Parquet files."
     )
-    n: int = Field(1, ge=1, description="Rollouts per example (at most the service's max_n).")
     rewards: str | None = Field(
         None, max_length=256, pattern=_SPEC, description="MODULE:ATTR of reward_fn or {name: fn}."
     )
-    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
-    dry_run: bool = Field(False, description="Format prompts only; call no LM.")
-    limit: int | None = Field(None, ge=1, le=10_000_000, description="Use only the first LIMIT examples.")
-    id_field: str | None = Field(None, max_length=128, description="Column holding example ids.")
-    actors: int = Field(2, ge=1, description="Collect actors (at most the service's max_actors).")
-    threads: int = Field(32, ge=1, le=512, description="Rollouts in flight per actor.")
-    batch_size: int = Field(8, ge=1, le=4096, description="Examples per committed file (batch_size × n rollouts).")
-    max_error_rate: float = Field(
-        0.5, ge=0.0, le=1.0, description="Stop (resumably) above this share of failed rollouts."
-    )
+    teacher: TeacherSpec = Field(default_factory=TeacherSpec)  # type: ignore[valid-type]
     mlflow: bool = Field(False, description="Track the run in MLflow (the service's mlflow_tracking_uri).")
+
+    def run_fields(self) -> dict[str, Any]:
+        """The request's `PipelineConfig` fields (`raydspy.pipeline.config.RUN_FIELDS`)."""
+        return {name: getattr(self, name) for name in RUN_FIELDS}
+
+
+RunRequest = create_model(
+    "RunRequest",
+    __base__=_RunRequestBase,
+    __doc__="A collection run, as ``raydspy collect`` takes it: the run fields are `PipelineConfig`'s "
+    "(``n`` and ``num_actors`` also within the service's ``max_n`` and ``max_actors``).",
+    **_fields(PipelineConfig, RUN_FIELDS),
+)
 
 
 class RunState(str, Enum):

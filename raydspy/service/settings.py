@@ -54,7 +54,7 @@ class ServiceSettings(BaseSettings):
     )
     max_body_bytes: int = Field(65536, ge=1024, description="Largest request body accepted (413 above it).")
     max_n: int = Field(64, ge=1, description="Largest `n` (rollouts per example) a request may ask for.")
-    max_actors: int = Field(8, ge=1, description="Largest `actors` a request may ask for.")
+    max_actors: int = Field(8, ge=1, description="Largest `num_actors` a request may ask for.")
     max_preview_rows: int = Field(100, ge=1, description="Largest `limit` of GET /v1/runs/{id}/rollouts.")
     max_concurrent_runs: int = Field(2, ge=1, description="Runs executing at once; later ones wait as PENDING.")
     executor: Literal["task", "job"] = Field(

@@ -40,28 +40,8 @@ CANCEL_POLL_S = 1.0
 
 def _configs(record: RunRecord, storage: StorageOptions) -> tuple[TeacherConfig, PipelineConfig]:
     req = record.request
-    teacher = TeacherConfig(
-        base_url=req.teacher.base_url,
-        model=req.teacher.model,
-        temperature=req.teacher.temperature,
-        max_tokens=req.teacher.max_tokens,
-        structured_outputs=req.teacher.structured_outputs,
-        max_text_chars=req.teacher.max_text_chars,
-        seed=req.teacher.seed,
-    )
-    config = PipelineConfig(
-        input_uri=req.input_uri,
-        output_uri=req.output_uri,
-        n=req.n,
-        num_actors=req.actors,
-        threads_per_actor=req.threads,
-        batch_size=req.batch_size,
-        id_field=req.id_field,
-        limit=req.limit,
-        dry_run=req.dry_run,
-        max_error_rate=req.max_error_rate,
-        storage=storage,
-    )
+    teacher = TeacherConfig(**req.teacher.model_dump(exclude_none=True))
+    config = PipelineConfig(input_uri=req.input_uri, output_uri=req.output_uri, storage=storage, **req.run_fields())
     return teacher, config
 
 

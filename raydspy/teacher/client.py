@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # DSPy and httpx load when an LM is built, not when a flag's 
 
     from raydspy.core.retrying_lm import RetryingLM
 
-__all__ = ["TeacherConfig", "DEFAULT_TEACHER_URL", "EMBEDDED_TEACHER_MODEL"]
+__all__ = ["TeacherConfig", "SAMPLING_FIELDS", "DEFAULT_TEACHER_URL", "EMBEDDED_TEACHER_MODEL"]
 
 EMBEDDED_TEACHER_MODEL = EMBEDDED_MODEL_ID
 
@@ -133,3 +133,8 @@ class TeacherConfig(BaseModel):
         """The teacher's context length in tokens, when the endpoint reports it (vLLM does)."""
         length = self.check_reachable(timeout_s).get("max_model_len")
         return int(length) if isinstance(length, int) and length > 0 else None
+
+
+#: The fields of a teacher a run chooses beside its endpoint (``base_url``, ``model``): the teacher
+#: flags of ``raydspy collect`` and the service's ``teacher`` object.
+SAMPLING_FIELDS = ("temperature", "max_tokens", "seed", "structured_outputs", "max_text_chars", "timeout_s", "cache")
