@@ -36,6 +36,7 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import psutil  # noqa: E402
+from common import init_local_ray  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 ANSWER = json.dumps({"reasoning": "The customer asks where the new card is.", "label": "card_arrival"})
 
@@ -137,7 +138,6 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/client-cpu.json")
     args = parser.parse_args()
 
-    import ray
     import teacher_bench as tb
 
     from raydspy.programs import banking77
@@ -155,18 +155,7 @@ def main() -> None:
     large = args.requests * args.scale
     input_csv = str(banking77.write_sample(work / "in.csv", size=large, seed=7))
     examples = list(csv.DictReader(open(input_csv)))
-    ray.init(
-        address="local",
-        num_cpus=8,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={
-            "env_vars": {
-                "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            }
-        },
-    )
+    init_local_ray()
     bodies = tb.formatted_requests(examples, teacher)
     contenders = {
         "async-client": lambda k: asyncio.run(tb._limit(bodies[:k], url, 64)),

@@ -22,7 +22,7 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import psutil  # noqa: E402
-import ray  # noqa: E402
+from common import init_local_ray  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 from raydspy.pipeline import PipelineConfig, run_pipeline  # noqa: E402
 from raydspy.programs import banking77  # noqa: E402
@@ -74,18 +74,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/dry_run.json")
     args = parser.parse_args()
 
-    ray.init(
-        address="local",
-        num_cpus=8,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={
-            "env_vars": {
-                "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            }
-        },
-    )
+    init_local_ray()
     teacher = TeacherConfig(structured_outputs=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import teacher_bench as tb
+from common import init_local_ray
 from teacher_bench import cpu_seconds
 
 
@@ -81,7 +82,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    import ray
     from ray import serve
 
     from raydspy.pipeline import PipelineConfig, run_pipeline
@@ -92,18 +92,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     input_csv = str(banking77.write_sample(work / "in.csv", size=args.requests, seed=7))
     examples = list(csv.DictReader(open(input_csv)))
-    ray.init(
-        address="local",
-        num_cpus=8,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={
-            "env_vars": {
-                "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            }
-        },
-    )
+    init_local_ray()
     deploy_serve_config(SERVE_CONFIGS / "teacher-cpu.yaml")
     wait_for_teacher(teacher)
     bodies = tb.formatted_requests(examples, teacher)

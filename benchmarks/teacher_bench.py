@@ -40,6 +40,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import dspy  # noqa: E402
 import httpx  # noqa: E402
 import psutil  # noqa: E402
+from common import init_local_ray  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 from raydspy.core.adapters import response_format_for  # noqa: E402
 from raydspy.core.identity import rollout_seed  # noqa: E402
@@ -378,7 +379,6 @@ def main() -> None:
         actors, threads = (int(x) for x in args.layout.lower().split("x"))
         name, layout = f"pipeline-{actors}x{threads}", {"num_actors": actors, "threads_per_actor": threads}
 
-    import ray
     from filelock import FileLock
     from ray import serve
 
@@ -390,18 +390,7 @@ def main() -> None:
     import csv
 
     examples = list(csv.DictReader(open(input_csv)))
-    ray.init(
-        address="local",
-        num_cpus=8,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={
-            "env_vars": {
-                "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            }
-        },
-    )
+    init_local_ray()
     results: list[Measure] = []
     with FileLock(Path(tempfile.gettempdir()) / "raydspy-teacher.lock"):
         deploy_serve_config(_serve_config(work, args.reserve_client_core))

@@ -19,14 +19,10 @@ How (a KV cache, as in generation), with ``(B, L)`` right-padded ``input_ids`` a
        ``attention_mask``, so the loss, its metrics and the fused LM head are TRL's. One backward
        flows into all three passes.
     Cost: P + B × (L - P) backbone tokens instead of B × L, and the LM head on B × (L - C).
-    Measured (`benchmarks/sft_step_bench.py`, banking77, the 135M student in float32 on 2 cores,
-    batch 4): 6.5 s per row against 23.7 with TRL's defaults (gradient checkpointing) and 21.6
-    without; the LM head skipping the prompts alone gives 12.2.
+    Speed and memory against TRL's defaults: BENCHMARKS.md (`benchmarks/sft_step_bench.py`).
 
 Memory: gradient checkpointing must be off, so the activations of every backbone token stay for
-the backward (about 2 MB per token for the 135M student in float32). Batch 4 of banking77 peaked
-at 7.8 GiB (TRL's defaults: 9.1 GiB; without checkpointing: 15.7), batch 8 at 12 GiB for the same
-time per row.
+the backward.
 
 Exactness: in a causal model a token's keys and values depend only on the tokens before it, so
 the prefix's are the same in every row and a row's prompt's are the same whether computed alone

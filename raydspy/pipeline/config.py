@@ -70,11 +70,9 @@ class PipelineConfig(BaseModel):
         (``threads_per_actor`` + 1) calls of ``call_size`` rollouts each).
 
         Why whole waves at once: Ray Data admits upstream work only as its resource budget allows,
-        and that budget shrinks when other datasets run on the cluster (Ray Data splits the cluster
-        between concurrent executions): the planner's next call may come only once the pool has
-        drained what it was given. With one small input block per planner call, a run beside
-        another dataset got one block, two rollouts, per wave: two requests in flight of six
-        (`tests/test_resume.py`); with two waves a call, 5.2 on average; with four, 5.6.
+        and that budget shrinks when other datasets run on the cluster, so the planner's next call
+        may come only once the pool has drained what it was given; with one small block per call a
+        run beside another dataset kept a third of its threads busy (docs/benchmarks-history.md).
         """
         wave = self.num_actors * (self.threads_per_actor + 1) * self.call_size
         return max(1, -(-4 * wave // self.n))
