@@ -13,6 +13,7 @@ import yaml
 
 from raydspy.cli import common
 from raydspy.cli.common import add_cluster_args, add_task_args, init_ray, task_from_args
+from raydspy.teacher.embedded import DEFAULT_TEACHER_URL
 
 __all__ = ["add_evaluate_command", "run_evaluate", "evaluation_plan", "student_serve_config"]
 
@@ -73,7 +74,7 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the checkpoints of --serve / --student are already served at --base-url under their names",
     )
-    evaluate.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="endpoint (default: %(default)s)")
+    evaluate.add_argument("--base-url", default=DEFAULT_TEACHER_URL, help="endpoint (default: %(default)s)")
     evaluate.add_argument("--threads", type=int, default=32, help="requests in flight (default: %(default)s)")
     evaluate.add_argument(
         "--optimizer",

@@ -113,7 +113,7 @@ def run_pipeline(
     check_versions()
     loaded = load_program(program)
     fields = program_input_fields(loaded)
-    load_rewards(rewards)  # fail on a bad reward spec now, not inside every actor
+    loaded_rewards = load_rewards(rewards)  # a bad reward spec fails now, not inside every actor
     source = resolve(config.input_uri, config.storage)
     output = resolve(config.output_uri, config.storage)
     with _reading(source):
@@ -136,7 +136,9 @@ def run_pipeline(
     invalid_file = _handle_invalid(checked, config, output, source.uri)
 
     done = committed_rollout_ids(output)
-    runner = make_runner(program, teacher, rewards, reward_weights, config.id_field, config.dry_run)
+    # The driver's runner only computes rollout ids: built from what is loaded above (the actors
+    # import the specs themselves).
+    runner = make_runner(loaded, teacher, loaded_rewards, reward_weights, config.id_field, config.dry_run)
     planner = runner.planner
 
     def planned_in(ids: frozenset[str] | set[str]) -> int:
