@@ -13,7 +13,13 @@ import yaml
 
 from raydspy.cli import common
 from raydspy.cli.common import add_cluster_args, add_task_args, init_ray, task_from_args
+from raydspy.cli.fields import add_model_flags, build
 from raydspy.teacher.embedded import DEFAULT_TEACHER_URL
+
+#: ``{EvalSettings field: flag}``.
+EVAL_FLAGS = dict.fromkeys(
+    ["examples", "threads", "max_tokens", "teacher_max_text_chars", "train_examples", "max_demos", "metric_threshold"]
+)
 
 __all__ = ["add_evaluate_command", "run_evaluate", "evaluation_plan", "student_serve_config"]
 
@@ -42,9 +48,6 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     )
     add_task_args(evaluate)
     evaluate.add_argument("--input", default=None, help="held-out examples (default: the task's held_out)")
-    evaluate.add_argument(
-        "--examples", type=int, default=200, help="use the first N held-out examples (default: %(default)s)"
-    )
     evaluate.add_argument(
         "--candidate",
         action="append",
@@ -75,7 +78,6 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
         help="the checkpoints of --serve / --student are already served at --base-url under their names",
     )
     evaluate.add_argument("--base-url", default=DEFAULT_TEACHER_URL, help="endpoint (default: %(default)s)")
-    evaluate.add_argument("--threads", type=int, default=32, help="requests in flight (default: %(default)s)")
     evaluate.add_argument(
         "--optimizer",
         choices=["bootstrap", "random-search"],
@@ -87,25 +89,10 @@ def add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--train-input", default=None, help="examples the optimiser draws demos from (default: the task's input)"
     )
-    evaluate.add_argument(
-        "--train-examples", type=int, default=32, help="training examples the optimiser uses (default: %(default)s)"
-    )
-    evaluate.add_argument("--max-demos", type=int, default=4, help="demos per predictor (default: %(default)s)")
-    evaluate.add_argument(
-        "--metric-threshold",
-        type=float,
-        default=1.0,
-        help="a rollout becomes a demo when its combined reward reaches this (default: %(default)s)",
-    )
-    evaluate.add_argument(
-        "--max-tokens", type=int, default=192, help="completion tokens per call (default: %(default)s)"
-    )
-    evaluate.add_argument(
-        "--teacher-max-text-chars",
-        type=int,
-        default=400,
-        help="bound on a structured candidate's free-text fields, in characters, so a greedy loop "
-        "still parses; 0 for none (default: %(default)s)",
+    from raydspy.distill.evaluate import EvalSettings
+
+    add_model_flags(
+        evaluate.add_argument_group("evaluation (EvalSettings)"), EvalSettings, EVAL_FLAGS, fill_defaults=True
     )
     add_cluster_args(evaluate)
 
@@ -164,7 +151,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """``raydspy evaluate``: serve the students, evaluate every candidate, write the report."""
     from ray import serve
 
-    from raydspy.distill.evaluate import evaluate
+    from raydspy.distill.evaluate import EvalSettings, evaluate
     from raydspy.distill.report import write_report
     from raydspy.errors import ConfigError
     from raydspy.pipeline.inputs import load_examples
@@ -172,6 +159,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from raydspy.teacher.deploy import SERVE_CONFIGS, deploy_serve_config, load_serve_config, wait_for_teacher
     from raydspy.teacher.embedded import EMBEDDED_MODEL_ID
 
+    build(EvalSettings, EVAL_FLAGS, **{name: getattr(args, name) for name in EVAL_FLAGS})  # the limits
     task, candidates, served, output = evaluation_plan(args)
     from raydspy.core.storage import StorageOptions
 

@@ -46,6 +46,7 @@ def add_model_flags(
     defaults: Mapping[str, Any] | None = None,
     metavars: Mapping[str, str] | None = None,
     default_text: str | None = None,
+    fill_defaults: bool = False,
 ) -> None:
     """Add one flag per field of ``model`` named in ``flags`` (``{field: flag}``, flag None for
     ``--field-name``), its help the field's description, limits and default.
@@ -54,6 +55,8 @@ def add_model_flags(
         defaults: defaults to show instead of the model's (e.g. from the environment).
         metavars: ``{field: METAVAR}``.
         default_text: shown as every flag's default instead (e.g. "the config file's").
+        fill_defaults: give argparse the model's defaults (for a model with no other source of
+            values), instead of None for "not given".
 
     Raises:
         TypeError: a field whose type is not int, float, str or bool (or one of them or None).
@@ -66,14 +69,15 @@ def add_model_flags(
         shown = default_text or shown
         help_ = f"{info.description or ''} (default: {shown}{_limits(info.metadata)})".replace("%", "%%")
         flag = flag or "--" + name.replace("_", "-")
+        value = default if fill_defaults else None
         if kind is bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=value, help=help_)
         else:
             group.add_argument(
                 flag,
                 dest=name,
                 type=kind,
-                default=None,
+                default=value,
                 help=help_,
                 metavar=(metavars or {}).get(name, flag.lstrip("-").replace("-", "_").upper()),
             )

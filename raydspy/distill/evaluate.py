@@ -40,12 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from raydspy.distill.optimize import OPTIMIZER_NAMES, Optimizer, optimize
 from raydspy.errors import ConfigError
 from raydspy.task import Decoding
 from raydspy.teacher.client import DEFAULT_TEACHER_URL, TeacherConfig
 
 __all__ = [
+    "EvalSettings",
     "Candidate",
     "EvalResult",
     "evaluate",
@@ -54,6 +57,29 @@ __all__ = [
 ]
 
 DECODINGS: tuple[str, ...] = get_args(Decoding)
+
+
+class EvalSettings(BaseModel):
+    """How an evaluation runs: the knobs of ``raydspy evaluate`` (its flags are derived from these
+    fields) and the defaults of `evaluate`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    examples: int = Field(200, ge=1, description="Use the first N held-out examples.")
+    threads: int = Field(32, ge=1, le=512, description="Requests in flight.")
+    max_tokens: int = Field(192, ge=1, description="Completion tokens per LM call (greedy).")
+    teacher_max_text_chars: int = Field(
+        400,
+        ge=0,
+        description="Bound on a structured candidate's free-text fields, in characters, so a greedy "
+        "loop still parses; 0 for none.",
+    )
+    train_examples: int = Field(32, ge=1, description="Training examples the prompt optimiser uses.")
+    max_demos: int = Field(4, ge=0, description="Demos per predictor the optimiser may add.")
+    metric_threshold: float = Field(1.0, description="A rollout becomes a demo when its combined reward reaches this.")
+
+
+_DEFAULTS = EvalSettings()
 
 
 def adapter_for(decoding: Decoding, max_text_chars: int | None = None) -> Any:
@@ -214,12 +240,12 @@ def evaluate(
     *,
     rewards: Any = None,
     reward_weights: Mapping[str, float] | None = None,
-    max_tokens: int = 192,
-    threads: int = 32,
+    max_tokens: int = _DEFAULTS.max_tokens,
+    threads: int = _DEFAULTS.threads,
     optimizer: Optimizer | None = None,
     trainset: Sequence[Mapping[str, Any]] = (),
-    max_demos: int = 4,
-    metric_threshold: float = 1.0,
+    max_demos: int = _DEFAULTS.max_demos,
+    metric_threshold: float = _DEFAULTS.metric_threshold,
 ) -> list[EvalResult]:
     """Run ``program`` on ``examples`` once per candidate and score it with ``rewards``; with
     ``optimizer``, once more per candidate after `optimize` on ``trainset`` (named
