@@ -54,10 +54,10 @@ from raydspy.errors import ConfigError, InputError, RaydspyError
 from raydspy.pipeline.commits import committed_rollout_ids
 from raydspy.pipeline.committer import CommitGate, RolloutCommitter, close_gate
 from raydspy.pipeline.config import BUDGET_MIN_ROLLOUTS, HELPER_NUM_CPUS, INVALID_DIR, PipelineConfig
-from raydspy.pipeline.inputs import check_columns, read_examples
+from raydspy.pipeline.inputs import read_examples
 from raydspy.pipeline.progress import RunProgress
 from raydspy.pipeline.summary import RunSummary, summarize_committed
-from raydspy.pipeline.validation import InputCheck, check_input, input_field_types
+from raydspy.pipeline.validation import InputCheck, check_columns, check_input, input_field_types
 from raydspy.pipeline.workers import CollectWorker, PlanWorker, make_runner
 from raydspy.teacher.client import TeacherConfig
 

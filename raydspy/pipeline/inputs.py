@@ -3,15 +3,13 @@ read with Ray Data and checked against the program before any rollout starts."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pyarrow.fs as pafs
 import ray.data
 
 from raydspy.core.storage import Location, StorageOptions, check_readable, resolve
 from raydspy.errors import InputError, StorageError
 
-__all__ = ["FORMATS", "detect_format", "read_examples", "load_examples", "check_columns"]
+__all__ = ["FORMATS", "detect_format", "read_examples", "load_examples"]
 
 FORMATS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -71,19 +69,3 @@ def load_examples(uri: str, storage: StorageOptions | None = None, *, limit: int
     if table.num_rows == 0:
         raise InputError(f"no examples in {uri!r}", uri=uri)
     return table.to_pylist()
-
-
-def check_columns(columns: Sequence[str], fields: Sequence[str], uri: str) -> None:
-    """Raise when the examples' columns lack a program input field.
-
-    Raises:
-        InputError: naming the missing fields, the columns found, and the URI.
-    """
-    missing = [f for f in fields if f not in columns]
-    if missing:
-        raise InputError(
-            f"examples at {uri!r} lack the program's input field(s) {missing}: their columns are "
-            f"{list(columns)}. Rename the columns, or pick the program that reads them.",
-            uri=uri,
-            missing=missing,
-        )

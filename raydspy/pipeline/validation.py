@@ -25,8 +25,9 @@ import pyarrow as pa
 import ray.data
 
 from raydspy.core.identity import example_id
+from raydspy.errors import InputError
 
-__all__ = ["InvalidRow", "InputCheck", "check_input", "input_field_types", "estimate_tokens"]
+__all__ = ["check_columns", "InvalidRow", "InputCheck", "check_input", "input_field_types", "estimate_tokens"]
 
 #: Characters per token for the length check: the usual rule of thumb for English with BPE
 #: tokenizers (OpenAI, "What are tokens and how to count them"). An estimate, not a count.
@@ -194,3 +195,19 @@ def check_input(
     check.invalid = [bad[row] for row in sorted(bad)]
     check.example_ids = [ex_id for row, ex_id in enumerate(ids) if row not in bad]
     return check
+
+
+def check_columns(columns: Sequence[str], fields: Sequence[str], uri: str) -> None:
+    """Raise when the examples' columns lack a program input field.
+
+    Raises:
+        InputError: naming the missing fields, the columns found, and the URI.
+    """
+    missing = [f for f in fields if f not in columns]
+    if missing:
+        raise InputError(
+            f"examples at {uri!r} lack the program's input field(s) {missing}: their columns are "
+            f"{list(columns)}. Rename the columns, or pick the program that reads them.",
+            uri=uri,
+            missing=missing,
+        )
