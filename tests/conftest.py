@@ -42,6 +42,22 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(next((tier for tier in reversed(TIERS) if tier in found), "unit"))
 
 
+_TIER_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Add each test's setup, call and teardown time to its tier's total (shown at the end)."""
+    tier = next((t for t in TIERS if t in report.keywords), None)
+    if tier is not None:
+        _TIER_SECONDS[tier] = _TIER_SECONDS.get(tier, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _TIER_SECONDS:
+        times = ", ".join(f"{t} {_TIER_SECONDS[t]:.0f} s" for t in TIERS if t in _TIER_SECONDS)
+        terminalreporter.write_line(f"time by tier: {times}")
+
+
 @pytest.fixture(autouse=True)
 def _unit_tests_start_no_ray(request):
     """A unit test that starts Ray fails: the tier's promise is seconds, not Ray's start-up."""
