@@ -61,7 +61,7 @@ def ray_head():
             "RAY_USAGE_STATS_ENABLED": "0",
             # Ray 2.60 turns on token auth for a new cluster when ~/.ray/auth_token exists, and a
             # JobSubmissionClient in a process without token mode then gets 401. This loopback-only
-            # test cluster runs without it; a real cluster keeps it (see the README, "The service").
+            # test cluster runs without it; a real cluster keeps it (see docs/service.md).
             "RAY_AUTH_MODE": "disabled",
             # Workers report metrics to the node every second (default 10 s), so a scrape sees them soon.
             "RAY_metrics_report_interval_ms": "1000",

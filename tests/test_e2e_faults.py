@@ -48,7 +48,7 @@ def fresh_teacher(teacher):
 
 
 def _report(fault: str, what_happened: str, rows: list) -> None:
-    """One line of the README's fault matrix (shown with `pytest -s`)."""
+    """One line of the fault matrix (docs/faults.md) (shown with `pytest -s`)."""
     print(f"\nFAULT-MATRIX | {fault} | {what_happened} | {EXAMPLES * N} | {len(rows)} |")
 
 

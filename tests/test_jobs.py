@@ -13,7 +13,7 @@ from ray_head import REPO
 
 from raydspy.programs import banking77
 
-# What a working_dir upload leaves out: environments, outputs, caches (see the README examples).
+# What a working_dir upload leaves out: environments, outputs, caches (see docs/service.md, `ray job submit`).
 EXCLUDES = [
     ".venv",
     ".git",

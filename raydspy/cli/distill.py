@@ -42,7 +42,7 @@ TRAIN_FLAGS = dict.fromkeys(
 )
 
 EXAMPLES = """\
-the CPU recipe (README, "Distillation"):
+the CPU recipe (docs/distillation.md):
   raydspy demo --examples 1500 --n 2 --temperature 0.7 --max-text-chars 400 --output rollouts/banking77-distill
   raydspy export sft --rollouts rollouts/banking77-distill --output runs/banking77/datasets/sft
   raydspy train sft --config jobs/configs/sft-cpu.yaml --dataset runs/banking77/datasets/sft --copy-to runs/banking77/sft-model
