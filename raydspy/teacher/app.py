@@ -17,9 +17,8 @@ Use it as the `import_path` of a Serve config (`serve_configs/teacher-cpu.yaml`)
 
 A second substitution picks the CPU's dtype: `engine_kwargs.dtype: cpu-native` becomes `bfloat16`
 where the CPU computes bf16 natively (AVX-512 BF16 or AMX; vLLM's CPU kernels use them) and
-`float32` elsewhere, where vLLM would emulate bf16. Measured with `benchmarks/teacher_dtype.py`
-(`benchmarks/results/teacher-dtype.txt`): bf16 ran 5x slower than float32 on an AVX2-only EPYC,
-about 2x faster on an AMX Xeon and 1.2-1.3x faster on an AVX-512 BF16 EPYC.
+`float32` elsewhere, where vLLM would emulate bf16, far slower (`benchmarks/teacher_dtype.py`;
+figures in BENCHMARKS.md).
 
 The builder runs where Serve builds the application (the `serve run` driver, or a task of the Serve
 controller for `serve deploy`), so the checkpoint lands in that host's cache. The embedded model is
