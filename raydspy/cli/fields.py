@@ -88,7 +88,7 @@ def given(args: argparse.Namespace, flags: Mapping[str, str | None]) -> dict[str
     return {name: getattr(args, name) for name in flags if getattr(args, name, None) is not None}
 
 
-def build(model: type[BaseModel], flags: Mapping[str, str | None], **values: Any) -> Any:
+def build(model: type[BaseModel], flags: Mapping[str, str | None], /, **values: Any) -> Any:
     """``model(**values)``, a validation error naming the flag (``--threads: ...``) not the field.
 
     Raises:
