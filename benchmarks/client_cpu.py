@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -35,98 +35,7 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import psutil  # noqa: E402
-from common import init_local_ray  # noqa: E402 - benchmarks/ is on sys.path when run as a script
-
-ANSWER = json.dumps({"reasoning": "The customer asks where the new card is.", "label": "card_arrival"})
-
-
-def _serve(port_box, delay_s: float) -> None:
-    """The fake teacher: answers every chat completion after ``delay_s`` seconds."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def _send(self, body: bytes) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self):
-            self._send(json.dumps({"data": [{"id": "fake", "object": "model", "max_model_len": 4096}]}).encode())
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            time.sleep(delay_s)
-            self._send(
-                json.dumps(
-                    {
-                        "id": "x",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": "fake",
-                        "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}
-                        ],
-                        "usage": {"prompt_tokens": 1170, "completion_tokens": 20, "total_tokens": 1190},
-                    }
-                ).encode()
-            )
-
-    class Server(ThreadingHTTPServer):
-        request_queue_size = 512
-        daemon_threads = True
-
-    server = Server(("127.0.0.1", 0), Handler)
-    port_box.put(server.server_address[1])
-    server.serve_forever()
-
-
-class CpuMeter:
-    """CPU seconds (user + system) of this process and every process it started (Ray's daemons
-    and workers are its descendants), the fake teacher left out. A thread samples the tree every
-    0.2 s, so a process that ends between two readings still counts up to its last sample; other
-    programs on the machine do not count (a test run beside it does not skew the figure)."""
-
-    def __init__(self, exclude: int):
-        import threading
-
-        self.exclude, self.seen, self.lock = exclude, {}, threading.Lock()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _sample(self) -> None:
-        me = psutil.Process()
-        for process in [me, *me.children(recursive=True)]:
-            if process.pid == self.exclude:
-                continue
-            try:
-                times = process.cpu_times()
-                key = (process.pid, process.create_time())
-            except psutil.Error:
-                continue
-            with self.lock:
-                self.seen[key] = times.user + times.system
-
-    def _run(self) -> None:
-        while not self.stopping.wait(0.2):
-            self._sample()
-
-    def total(self) -> float:
-        self._sample()
-        with self.lock:
-            return sum(self.seen.values())
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join()
+from common import CpuMeter, init_local_ray, serve_fake_teacher  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 
 def main() -> None:
@@ -143,11 +52,9 @@ def main() -> None:
     from raydspy.programs import banking77
     from raydspy.teacher.client import TeacherConfig
 
-    box = multiprocessing.Queue()
-    server = multiprocessing.Process(target=_serve, args=(box, args.delay), daemon=True)
-    server.start()
-    url = f"http://127.0.0.1:{box.get(timeout=30)}/v1"
-    meter = CpuMeter(exclude=server.pid)
+    teacher_process = contextlib.ExitStack()
+    url, server_pid = teacher_process.enter_context(serve_fake_teacher(args.delay))
+    meter = CpuMeter(exclude=server_pid)
     teacher = TeacherConfig(
         base_url=url, model="fake", structured_outputs=True, temperature=1.0, max_tokens=192, cache=False
     )
@@ -189,7 +96,7 @@ def main() -> None:
             flush=True,
         )
     meter.stop()
-    server.terminate()
+    teacher_process.close()
     Path(args.out).write_text(
         json.dumps(
             {

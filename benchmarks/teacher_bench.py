@@ -318,13 +318,10 @@ def summarize(results: list[Measure], requests: int, teacher: TeacherConfig) -> 
     }
 
 
-def _serve_config(work: Path, reserve_client_core: bool) -> Path:
-    """teacher-cpu.yaml, or a copy whose engine leaves one core to everything else."""
+def _serve_config(work: Path, reserve_client_core: bool, path: Path) -> Path:
+    """``path`` (teacher-cpu.yaml by default), or a copy whose engine leaves one core to everything else."""
     import yaml
 
-    from raydspy.teacher.deploy import SERVE_CONFIGS
-
-    path = SERVE_CONFIGS / "teacher-cpu.yaml"
     if not reserve_client_core:
         return path
     config = yaml.safe_load(path.read_text())
@@ -371,6 +368,12 @@ def main() -> None:
     )
     parser.add_argument("--skip-scaling", action="store_true", help="leave out the 1/2/4/8-actor runs")
     parser.add_argument(
+        "--serve-config",
+        type=Path,
+        default=None,
+        help="the teacher's Serve config (default: serve_configs/teacher-cpu.yaml; teacher-gpu.yaml on a GPU)",
+    )
+    parser.add_argument(
         "--scaling-only", action="store_true", help="only the limit (64 in flight) and the 1/2/4/8-actor runs"
     )
     args = parser.parse_args()
@@ -382,8 +385,9 @@ def main() -> None:
     from filelock import FileLock
     from ray import serve
 
-    from raydspy.teacher.deploy import deploy_serve_config, wait_for_teacher
+    from raydspy.teacher.deploy import SERVE_CONFIGS, deploy_serve_config, wait_for_teacher
 
+    serve_config = args.serve_config or SERVE_CONFIGS / "teacher-cpu.yaml"
     teacher = TeacherConfig(structured_outputs=True, temperature=1.0, max_tokens=192, cache=False, seed=args.seed)
     work = Path(tempfile.mkdtemp())
     input_csv = str(banking77.write_sample(work / "in.csv", size=args.requests, seed=7))
@@ -393,7 +397,7 @@ def main() -> None:
     init_local_ray()
     results: list[Measure] = []
     with FileLock(Path(tempfile.gettempdir()) / "raydspy-teacher.lock"):
-        deploy_serve_config(_serve_config(work, args.reserve_client_core))
+        deploy_serve_config(_serve_config(work, args.reserve_client_core, serve_config))
         wait_for_teacher(teacher)
         bodies = formatted_requests(examples, teacher)
         # Warm-up: one whole pass at the full width, not counted. vLLM's CPU engine compiles for

@@ -21,7 +21,7 @@ from raydspy.core.runner import RolloutRunner
 from raydspy.core.storage import resolve
 from raydspy.pipeline import INVALID_DIR, PipelineConfig, run_pipeline
 from raydspy.pipeline.commits import commit_rollouts, committed_files, read_committed
-from raydspy.pipeline.summary import summarize, summarize_committed
+from raydspy.pipeline.summary import committed_before, summarize, summarize_committed, summarize_run
 from raydspy.pipeline.validation import check_input, input_field_types
 from raydspy.teacher.client import TeacherConfig
 
@@ -289,6 +289,38 @@ def test_the_summary_reads_one_file_at_a_time_and_counts_each_rollout_once(tmp_p
     )
 
 
+def test_a_runs_summary_adds_counts_up_and_reads_back_only_parts_no_manifest_lists(tmp_path, monkeypatch):
+    from raydspy.core.stats import RolloutStats
+    from raydspy.pipeline import summary as summary_module
+    from raydspy.pipeline.manifests import MANIFEST_DIR, read_manifests
+
+    location = resolve(str(tmp_path))
+    name = lambda path: path.rsplit("/", 1)[-1]  # noqa: E731
+    read = []
+    real = summary_module.committed_stats
+    monkeypatch.setattr(summary_module, "committed_stats", lambda loc, files: (read.extend(files), real(loc, files))[1])
+
+    def run(ids: list[str]) -> summary_module.RunSummary:
+        before = committed_before(location, committed_files(location))
+        written = name(commit_rollouts(location, _records(ids)))
+        return summarize_run(location, before, RolloutStats.of(_records(ids)), [written], elapsed_s=1.0)
+
+    assert run(["r1", "r2"]).rows == 2 and len(read_manifests(location).files) == 1 and read == []
+    # A run whose driver died: its part has no manifest. The next run reads that part, once.
+    orphan = name(commit_rollouts(location, _records(["r3"])))
+    assert run(["r4", "r5"]).rows == 5 and [name(f) for f in read] == [orphan]
+    assert len(list((tmp_path / MANIFEST_DIR).glob("recovered-*.json"))) == 1
+    read.clear()
+    summary = run(["r6"])
+    assert summary.rows == 6 and read == [] and len(summary.files) == 4
+    whole, _ = summarize_committed(location)
+    assert (summary.rows, summary.completion_tokens, summary.error_rows) == (
+        whole.rows,
+        whole.completion_tokens,
+        whole.error_rows,
+    )
+
+
 def _in_flight_profile(windows: list[tuple[float, float]]) -> tuple[int, float]:
     """The most requests ever in flight, and their time-weighted mean from the first request's
     start to the last request's start (the part of a run where work was still waiting)."""
@@ -349,8 +381,10 @@ def test_every_thread_stays_busy_until_the_work_runs_out(ray_local, tmp_path, re
     print(f"{beside}: peak {peak}, mean in flight {mean:.2f}; starts {starts}")
     assert peak == 6, (peak, starts)
     assert mean >= 0.75 * 6, f"mean in flight {mean:.2f} of 6; requests started at {starts} s"
-    # Commits are batched apart from the calls: 4 examples x 2 rollouts a file.
-    assert [pq.read_metadata(f).num_rows for f in committed_files(resolve(config.output_uri))] == [8, 8, 8]
+    # Commits are batched apart from the calls: 4 examples x 2 rollouts a file, rounded up to whole
+    # calls of 3 rollouts (PipelineConfig.rows_per_file): 9, 9, and the 6 left.
+    sizes = sorted(pq.read_metadata(f).num_rows for f in committed_files(resolve(config.output_uri)))
+    assert sizes == [6, 9, 9]
 
 
 def test_a_run_stopped_by_its_error_budget_summarises_what_its_output_holds(ray_local, tmp_path):

@@ -4,13 +4,15 @@
 | ------------ | ---------------------------------------------------------------------------- |
 | `config`     | `PipelineConfig`: how a run is laid out, its defaults and limits             |
 | `driver`     | `run_pipeline`: checks, plans, follows a run                                 |
-| `progress`   | `RunProgress`: the run so far, from the committer's batches                |
-| `workers`    | `PlanWorker`, `CollectWorker`: the Ray Data actors                           |
+| `progress`   | `RunProgress`: the run so far, from the committer's batches                  |
+| `planning`   | `PlanWorker` and the resume join: which rollouts a run makes                 |
+| `workers`    | `CollectWorker`: the Ray Data actors that run rollouts                       |
 | `committer`  | `RolloutCommitter` and its `CommitGate`: batches of rollouts to part files   |
 | `commits`    | the exactly-once commit protocol: part names, reading what is committed      |
 | `inputs`     | reading examples (CSV, JSONL, Parquet; local, s3://, gs://)                  |
 | `validation` | every input row checked before any LM call                                   |
-| `summary`    | `RunSummary`: what an output holds, read back from its files                 |
+| `summary`    | `RunSummary`: what an output holds, from counts taken at commit              |
+| `manifests`  | each run's committed files and counts, under `_runs/`                        |
 | `metrics`    | Ray metrics of runs (Prometheus, the dashboard)                              |
 | `tracking`   | MLflow tracking of a run                                                     |
 """

@@ -23,6 +23,7 @@ import ray
 from raydspy.core.stats import RolloutStats
 from raydspy.core.storage import Location
 from raydspy.pipeline.commits import commit_rollouts
+from raydspy.pipeline.manifests import relative_name
 from raydspy.pipeline.metrics import RolloutMetrics
 
 __all__ = ["DEFERRED", "BATCH_STATS", "CommitGate", "RolloutCommitter", "close_gate"]
@@ -44,13 +45,20 @@ DRAIN_TIMEOUT_S = 180.0
 @ray.remote(num_cpus=0)
 class CommitGate:
     """A Ray actor (async, so ``close`` can wait while ``leave`` runs): open until the driver
-    closes it; counts the commits it admitted that have not yet landed."""
+    closes it; counts the commits it admitted that have not yet landed, and adds up the counts
+    of those that did, per part file (a commit Ray retries replaces its file, and its count).
+
+    The driver's summary and the run's manifest come from `report`, not from the rows the driver
+    saw: commits admitted before the close may land after the driver stopped reading.
+    """
 
     def __init__(self) -> None:
         self._open = True
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._files: dict[str, RolloutStats] = {}
+        self._unfiled = RolloutStats()  # batches with nothing to write: every rollout deferred
 
     async def enter(self) -> bool:
         """Admit one commit: True while the gate is open (then the caller must ``leave``)."""
@@ -59,8 +67,14 @@ class CommitGate:
             self._idle.clear()
         return self._open
 
-    async def leave(self) -> None:
-        """One admitted commit has landed, or failed."""
+    async def leave(self, file: str | None = None, stats: str | None = None) -> None:
+        """One admitted commit has landed (``stats``: its `RolloutStats` JSON, ``file``: the part
+        it wrote, relative to the output, None when it wrote none), or failed (no arguments)."""
+        if stats is not None:
+            if file is None:
+                self._unfiled += RolloutStats.from_json(stats)
+            else:
+                self._files[file] = RolloutStats.from_json(stats)
         self._in_flight -= 1
         if self._in_flight == 0:
             self._idle.set()
@@ -77,6 +91,13 @@ class CommitGate:
         except TimeoutError:
             pass
         return self._in_flight
+
+    async def report(self) -> tuple[str, list[str]]:
+        """What landed: the added-up `RolloutStats` (JSON) and the part files (relative names)."""
+        total = self._unfiled
+        for stats in self._files.values():
+            total += stats
+        return total.to_json(), sorted(self._files)
 
 
 def close_gate(gate: ray.actor.ActorHandle, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
@@ -109,13 +130,15 @@ class RolloutCommitter:
     def __call__(self, batch: pa.Table) -> pa.Table:
         if not ray.get(self.gate.enter.remote()):  # the run has stopped: leave these to the next run
             return BATCH_STATS.empty_table()
+        landed: tuple[str | None, str] | None = None
         try:
             kept = batch.filter(pc.invert(batch.column(DEFERRED))).drop_columns([DEFERRED])
             path = commit_rollouts(self.output, kept)
+            stats = RolloutStats.of(kept, deferred=batch.num_rows - kept.num_rows)
+            errors = pc.drop_null(batch.column("error"))  # a deferred rollout's error too: why the teacher failed
+            stats = replace(stats, last_error=errors[-1].as_py() if len(errors) else None)
+            landed = (relative_name(self.output, path) if path else None, stats.to_json())
         finally:
-            self.gate.leave.remote()
+            self.gate.leave.remote(*(landed or ()))
         self.metrics.committed(kept.num_rows)
-        stats = RolloutStats.of(kept, deferred=batch.num_rows - kept.num_rows)
-        errors = pc.drop_null(batch.column("error"))  # a deferred rollout's error too: why the teacher failed
-        stats = replace(stats, last_error=errors[-1].as_py() if len(errors) else None)
-        return pa.Table.from_pylist([{"file": path, "stats": stats.to_json()}], schema=BATCH_STATS)
+        return pa.Table.from_pylist([{"file": path, "stats": landed[1]}], schema=BATCH_STATS)

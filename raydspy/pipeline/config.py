@@ -30,13 +30,21 @@ class PipelineConfig(BaseModel):
     n: int = Field(1, ge=1, description="Rollouts per example.")
     num_actors: int = Field(2, ge=1, description="Collect actors in the pool.")
     threads_per_actor: int = Field(32, ge=1, le=512, description="Rollouts in flight per actor (its concurrent calls).")
-    batch_size: int = Field(8, ge=1, le=4096, description="Examples per committed file (batch_size × n rollouts).")
-    rollouts_per_call: int = Field(
-        1,
+    batch_size: int = Field(
+        32,
         ge=1,
-        description="Rollouts per actor call, run one after another. 1 keeps every thread busy to the "
-        "end of a run; more spends less per rollout on Ray Data's scheduling (teachers answering hundreds of "
-        "rollouts a second). Dry runs, which have no slow calls to wait for, use batch_size × n.",
+        le=4096,
+        description="Examples per committed file: batch_size × n rollouts, rounded up to whole actor calls "
+        "(rollouts_per_call), so that no call's rollouts are split across two files.",
+    )
+    rollouts_per_call: int | None = Field(
+        None,
+        ge=1,
+        description="Rollouts per actor call. Default: threads_per_actor, so one call fills an actor's threads "
+        "and Ray Data schedules one block per wave rather than one per rollout (which capped the pipeline at a "
+        "third of one process's rate against a fast teacher); each actor runs its calls on one pool of threads, "
+        "a call more than fill it, so threads freed by a call's fast rollouts take the next call's. 1: the finest "
+        "grain (the shortest drain at the end of a run, the most scheduling). Dry runs use batch_size × n.",
     )
     actor_num_cpus: float = Field(0.25, gt=0, description="Logical CPUs each actor reserves (it mostly waits on HTTP).")
     actor_start_timeout_s: int = Field(
@@ -65,22 +73,41 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     @property
+    def call_size(self) -> int:
+        """Rollouts per actor call: ``rollouts_per_call`` (default ``threads_per_actor``), or a
+        file's worth in a dry run."""
+        if self.dry_run:
+            return self.batch_size * self.n
+        return self.rollouts_per_call or self.threads_per_actor
+
+    @property
+    def rows_per_file(self) -> int:
+        """Rollouts per committed file: ``batch_size`` × ``n``, rounded up to whole calls (a
+        whole number of `call_size` blocks), so that each file takes whole blocks and none is
+        left with a call's remainder. With the defaults (``batch_size`` = ``threads_per_actor``)
+        nothing is rounded."""
+        return -(-self.batch_size * self.n // self.call_size) * self.call_size
+
+    @property
+    def calls_per_actor(self) -> int:
+        """Calls each actor holds at once: enough to fill its ``threads_per_actor`` threads, and
+        one more, whose rollouts wait in the actor's queue and start as soon as a thread is free
+        (so no thread waits on Ray Data's scheduler for its next rollout). No more: near the end of
+        a run, rollouts queued in one actor could not go to an idle one."""
+        return -(-self.threads_per_actor // self.call_size) + 1
+
+    @property
     def plan_size(self) -> int:
         """Examples per planner call: enough for four waves of the whole pool (``num_actors`` ×
-        (``threads_per_actor`` + 1) calls of ``call_size`` rollouts each).
+        `calls_per_actor` calls of `call_size` rollouts each).
 
         Why whole waves at once: Ray Data admits upstream work only as its resource budget allows,
         and that budget shrinks when other datasets run on the cluster, so the planner's next call
         may come only once the pool has drained what it was given; with one small block per call a
         run beside another dataset kept a third of its threads busy (docs/benchmarks-history.md).
         """
-        wave = self.num_actors * (self.threads_per_actor + 1) * self.call_size
+        wave = self.num_actors * self.calls_per_actor * self.call_size
         return max(1, -(-4 * wave // self.n))
-
-    @property
-    def call_size(self) -> int:
-        """Rollouts per actor call: ``rollouts_per_call``, or a file's worth in a dry run."""
-        return self.batch_size * self.n if self.dry_run else self.rollouts_per_call
 
 
 #: The fields of a run a user chooses: the flags of ``raydspy collect`` and the fields of the

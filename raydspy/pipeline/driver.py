@@ -3,27 +3,37 @@ workers runs them against the teacher, a committer writes them to storage in bat
 driver follows the run from the stream of per-batch counts.
 
     read_csv / read_json / read_parquet            examples, any columns
-      └─ check_input (driver, in input order)      invalid rows and duplicate ids, before any LM call
-      └─ committed_rollout_ids(output)             what an earlier run of this job already made
-      └─ map_batches(PlanWorker, one actor)        each example → its n rollouts not yet committed:
-                                                   one row each, with its example id, index, rollout id;
-                                                   `plan_size` examples a call (four waves of the pool)
-      └─ repartition(target_num_rows_per_block=R)  blocks of R rollouts (1): one actor call each
+      └─ check_input (Ray Data; a group-by)        invalid rows and duplicate ids, before any LM call
+      └─ map_batches(PlanWorker, one actor)        each example → its n rollouts: one row each, with
+                                                   its example id, index, rollout id; `plan_size`
+                                                   examples a call (four waves of the pool)
+      └─ join(committed ids, "left_anti")          a resumed run: less what an earlier run committed
+                                                   (`raydspy.pipeline.planning`)
+      └─ repartition(target_num_rows_per_block=R)  blocks of R rollouts (threads_per_actor): one actor call each
           └─ map_batches(CollectWorker, ActorPoolStrategy(size=A))
-                all A actors start before the first block; each runs T calls at once (T threads),
-                so A × T LM requests are in flight; Ray Data hands each block to the least busy
-                actor, so they stay in flight until fewer than A × T rollouts are left
-              └─ map_batches(RolloutCommitter, ActorPoolStrategy(size=1), batch_size=B × n)
-                    B × n finished rollouts → one committed part file (`raydspy.pipeline.commits`);
+                all A actors start before the first block; each holds C = ceil(T / R) + 1 calls at
+                once (`PipelineConfig.calls_per_actor`), whose rollouts share the actor's pool of T
+                threads, so A × T LM requests are in flight until fewer than that are left
+              └─ map_batches(RolloutCommitter, ActorPoolStrategy(size=1), batch_size=F)
+                    F = B × n finished rollouts, in whole calls (`PipelineConfig.rows_per_file`)
+                    → one committed part file (`raydspy.pipeline.commits`);
                     returns one row of counts; once the driver stops a run, its `CommitGate`
                     admits no more commits, and the driver waits for those admitted
                   └─ iter_batches (driver)         progress, the error budget, Ctrl-C
+      └─ summarize_run                             the gate's counts + earlier runs' manifests
+                                                   (`raydspy.pipeline.manifests`); no part read back
 
-Why a rollout per call and commits apart: with blocks of several rollouts held by one actor, an
-actor's own queue could still hold work near the end of a run while the other actors ran dry,
-and a block's slot stayed taken until its slowest rollout finished; the teacher then had far
-fewer requests in flight than the layout promised (BENCHMARKS.md, "the drain"). Commits batch
-rollouts again so files stay a useful size.
+The driver holds no list that grows with the input: its memory is that of the invalid rows and
+the names of the part files.
+
+Why blocks of a wave, on a shared pool: Ray Data spends a few milliseconds of the driver's time
+scheduling each block, so a block per rollout capped the pipeline near 60 rollouts/s against a
+teacher that answers at once, a third of one process's rate (BENCHMARKS.md, "the ceiling"). A
+block run one rollout after another, or on threads of its own, would hold its slot until its
+slowest rollout finished, and the teacher would have far fewer requests in flight than the layout
+promised ("the drain"); on one pool with a call to spare, a thread freed by a fast rollout takes
+the next call's, and only the last C × R rollouts of each actor can be left behind at the end of
+a run. Commits batch rollouts again, so files stay a useful size.
 
 Exactly once: rollout ids are deterministic (`raydspy.core.identity`), a run skips those already
 committed, and a batch commits under a name derived from its rollout ids, so a commit Ray retries
@@ -49,16 +59,18 @@ import ray.data
 from raydspy._compat import check_versions, set_streaming_buffer_blocks
 from raydspy.core.program import program_input_fields
 from raydspy.core.specs import load_program, load_rewards
+from raydspy.core.stats import RolloutStats
 from raydspy.core.storage import Location, check_writable, resolve, write_atomic
 from raydspy.errors import ConfigError, InputError, RaydspyError
-from raydspy.pipeline.commits import committed_rollout_ids
+from raydspy.pipeline.commits import committed_files
 from raydspy.pipeline.committer import CommitGate, RolloutCommitter, close_gate
 from raydspy.pipeline.config import BUDGET_MIN_ROLLOUTS, HELPER_NUM_CPUS, INVALID_DIR, PipelineConfig
-from raydspy.pipeline.inputs import read_examples
+from raydspy.pipeline.inputs import input_bytes, read_examples
+from raydspy.pipeline.planning import plan_rollouts
 from raydspy.pipeline.progress import RunProgress
-from raydspy.pipeline.summary import RunSummary, summarize_committed
+from raydspy.pipeline.summary import RunSummary, committed_before, summarize_run
 from raydspy.pipeline.validation import InputCheck, check_columns, check_input, input_field_types
-from raydspy.pipeline.workers import CollectWorker, PlanWorker, make_runner
+from raydspy.pipeline.workers import CollectWorker, make_runner
 from raydspy.teacher.client import TeacherConfig
 
 __all__ = ["run_pipeline"]
@@ -130,40 +142,34 @@ def run_pipeline(
             field_types=input_field_types(loaded, fields),
             id_field=config.id_field,
             max_input_tokens=context_length - teacher.max_tokens if context_length else None,
+            input_bytes=input_bytes(source),
         )
     if checked.rows == 0:
         raise InputError(f"no examples in {source.uri!r}", uri=source.uri)
     invalid_file = _handle_invalid(checked, config, output, source.uri)
 
-    done = committed_rollout_ids(output)
     # The driver's runner only computes rollout ids: built from what is loaded above (the actors
     # import the specs themselves).
     runner = make_runner(loaded, teacher, loaded_rewards, reward_weights, config.id_field, config.dry_run)
-    planner = runner.planner
-
-    def planned_in(ids: frozenset[str] | set[str]) -> int:
-        """How many of this run's planned rollouts ``ids`` holds."""
-        return sum(planner.rollout_id(ex_id, i) in ids for ex_id in checked.example_ids for i in range(config.n))
-
-    resumed = planned_in(done)
-    progress = RunProgress(planned=len(checked.example_ids) * config.n, resumed=resumed)
-    logger.info("%d rollouts planned, %d already committed under %s", progress.planned, resumed, output.uri)
+    files = committed_files(output)
+    before = committed_before(output, files)
+    planned = plan_rollouts(
+        dataset,
+        runner.planner,
+        config,
+        excluded=frozenset(checked.invalid_ids),
+        output=output,
+        committed=files,
+        planned_count=checked.valid * config.n,
+    )
+    # What the output holds of this plan is known exactly only once the join has run (at the end:
+    # planned - finished); until then, what it holds at all, which is the same when the output
+    # holds only this job's rollouts, as it should.
+    progress = RunProgress(planned=checked.valid * config.n, resumed=min(before.stats.rows, checked.valid * config.n))
+    logger.info("%d rollouts planned, %d already committed under %s", progress.planned, progress.resumed, output.uri)
     if on_start is not None:
         on_start(progress)
 
-    planned = dataset.map_batches(
-        PlanWorker,
-        fn_constructor_kwargs={
-            "planner": planner,
-            "n": config.n,
-            "done": ray.put(frozenset(done)),
-            "excluded": ray.put(frozenset(checked.invalid_ids)),
-        },
-        batch_size=config.plan_size,
-        batch_format="pyarrow",
-        num_cpus=HELPER_NUM_CPUS,
-        compute=ray.data.ActorPoolStrategy(size=1),
-    )
     rollouts = planned.repartition(target_num_rows_per_block=config.call_size).map_batches(
         CollectWorker,
         fn_constructor_kwargs={
@@ -175,26 +181,27 @@ def run_pipeline(
             "id_field": config.id_field,
             "dry_run": config.dry_run,
             "run_uri": output.uri,
+            "threads": config.threads_per_actor,
         },
         batch_size=None,  # one call per block: the repartition above sized them
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(
             size=config.num_actors,
-            max_concurrent_calls_per_actor=config.threads_per_actor,
-            # One call queued beyond the threads, so a thread that finishes finds its next rollout
-            # waiting rather than waiting on Ray Data's scheduler; no more, or that actor's queue
-            # would hold rollouts that an idle actor could run near the end of the run.
-            max_tasks_in_flight_per_actor=config.threads_per_actor + 1,
+            # Every call an actor holds runs at once, its rollouts on the actor's one pool of
+            # threads: calls_per_actor is one call more than the threads take, and nothing waits
+            # in Ray Data's own per-actor queue (PipelineConfig.calls_per_actor says why).
+            max_concurrent_calls_per_actor=config.calls_per_actor,
+            max_tasks_in_flight_per_actor=config.calls_per_actor,
             enable_true_multi_threading=True,
         ),
         num_cpus=config.actor_num_cpus,
     )
     gate = CommitGate.remote()
-    # Ray Data bundles the actors' small blocks until a batch holds batch_size × n rollouts.
+    # Ray Data bundles the actors' blocks (one per call) until a batch holds a file's worth.
     stats = rollouts.map_batches(
         RolloutCommitter,
         fn_constructor_kwargs={"output": output, "gate": gate},
-        batch_size=config.batch_size * config.n,
+        batch_size=config.rows_per_file,
         batch_format="pyarrow",
         num_cpus=HELPER_NUM_CPUS,
         # A few commits at once: an object store's PUT takes tens of milliseconds.
@@ -205,21 +212,21 @@ def run_pipeline(
     # find little left to do. The context is this dataset's own copy, not the caller's.
     stats.context.wait_for_min_actors_s = config.actor_start_timeout_s
     # Ray Data lets a task run only 2 blocks ahead of the executor by default, which hands the
-    # repartition's 1-rollout blocks out a couple per scheduling step: too slow to refill
-    # A × T threads. Let it run a whole wave ahead (tiny blocks: a few KiB each).
-    set_streaming_buffer_blocks(stats.context, config.num_actors * (config.threads_per_actor + 1))
-    stopped = _follow(stats, progress, config, on_progress, gate) if progress.remaining > 0 else None
-    summary, duplicates = summarize_committed(output, elapsed_s=progress.elapsed_s)
-    new_rows = progress.committed
-    if stopped:  # batches the driver never saw committed before the gate closed: count what the output holds
-        new_rows = planned_in(committed_rollout_ids(output)) - progress.resumed
+    # repartition's blocks out a couple per scheduling step: too slow to refill every actor's
+    # calls. Let it run a whole wave ahead (small blocks: tens of KiB each).
+    set_streaming_buffer_blocks(stats.context, config.num_actors * config.calls_per_actor)
+    stopped = _follow(stats, progress, config, on_progress, gate)
+    # What landed, from the gate: commits admitted before a stop land after the driver stopped reading.
+    landed_json, landed_files = ray.get(gate.report.remote())
+    landed = RolloutStats.from_json(landed_json)
+    summary = summarize_run(output, before, landed, landed_files, elapsed_s=progress.elapsed_s)
+    resumed = progress.resumed if stopped else progress.planned - landed.finished
     return replace(
         summary,
         planned=progress.planned,
-        resumed=progress.resumed,
-        new_rows=new_rows,
-        deferred=progress.deferred,
-        duplicate_rows=duplicates,
+        resumed=resumed,
+        new_rows=landed.rows,
+        deferred=landed.deferred,
         invalid_rows=len(checked.invalid),
         invalid_file=invalid_file,
         stopped=stopped,
@@ -317,7 +324,7 @@ def _handle_invalid(checked: InputCheck, config: PipelineConfig, output: Locatio
             f"list them under {INVALID_DIR}/ in the output and run the rest",
             uri=where,
         )
-    if not checked.example_ids:
+    if not checked.valid:
         raise InputError(f"examples in {where!r}: every row is invalid: {checked.summary()}", uri=where)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     lines = [

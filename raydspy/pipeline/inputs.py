@@ -9,7 +9,7 @@ import ray.data
 from raydspy.core.storage import Location, StorageOptions, check_readable, resolve
 from raydspy.errors import InputError, StorageError
 
-__all__ = ["FORMATS", "detect_format", "read_examples", "load_examples"]
+__all__ = ["FORMATS", "detect_format", "input_bytes", "read_examples", "load_examples"]
 
 FORMATS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -33,6 +33,19 @@ def detect_format(location: Location) -> str:
         what = "no .csv, .jsonl or .parquet files" if not found else f"mixed formats {sorted(found)}"
         raise InputError(f"cannot read examples from {location.uri!r}: {what}", uri=location.uri)
     return found.pop()
+
+
+def input_bytes(location: Location) -> int:
+    """The size on storage of the examples at ``location`` (a file, or every file in the folder).
+
+    Raises:
+        StorageError: the URI does not exist.
+    """
+    info = check_readable(location)
+    if info.type == pafs.FileType.File:
+        return info.size or 0
+    selector = pafs.FileSelector(location.path, recursive=True)
+    return sum(f.size or 0 for f in location.filesystem.get_file_info(selector) if f.type == pafs.FileType.File)
 
 
 def read_examples(location: Location) -> ray.data.Dataset:

@@ -1,9 +1,16 @@
-"""What a run produced, read back from the rollout files themselves (not from counters kept on
-the side, so the summary is true of what is on storage)."""
+"""What a run produced: `RunSummary`, of everything committed under an output.
+
+A pipeline run's summary adds up counts: those its commit gate saw land (this run), those the
+run manifests of earlier runs list (`raydspy.pipeline.manifests`), and those of the parts no
+manifest lists (a run whose driver died), which are read back, once. Every count is taken from
+the rows when they are committed (`RolloutStats.of`), so the summary is true of what is on
+storage without reading a million rollouts back; `summarize_committed` reads them all, for a
+folder of rollouts whatever wrote it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
@@ -11,8 +18,17 @@ from raydspy.core.rollouts import first_per_rollout_id
 from raydspy.core.stats import RolloutStats
 from raydspy.core.storage import Location
 from raydspy.pipeline.commits import committed_files, read_committed
+from raydspy.pipeline.manifests import read_manifests, relative_name, write_manifest
 
-__all__ = ["RunSummary", "summarize", "summarize_committed", "read_rollouts"]
+__all__ = [
+    "RunSummary",
+    "Committed",
+    "committed_before",
+    "summarize",
+    "summarize_committed",
+    "summarize_run",
+    "read_rollouts",
+]
 
 
 @dataclass
@@ -132,12 +148,29 @@ def summarize(
     return _summary(RolloutStats.of(table), elapsed_s=elapsed_s, files=files, output_uri=output_uri)
 
 
+def committed_stats(location: Location, files: list[str]) -> tuple[RolloutStats, int]:
+    """The `RolloutStats` of ``files``, read one at a time (memory: one part file), one row per
+    rollout id among them; and how many repeated rows were left out.
+
+    Raises:
+        StorageError: the files cannot be read.
+    """
+    stats, seen, duplicates = RolloutStats(), set(), 0
+    for path in files:
+        table, _ = read_committed(location, [path])
+        table, dropped = first_per_rollout_id(table, seen)
+        duplicates += dropped
+        stats += RolloutStats.of(table)
+    return stats, duplicates
+
+
 def summarize_committed(
     location: Location, files: list[str] | None = None, *, elapsed_s: float = 0.0
 ) -> tuple[RunSummary, int]:
-    """Summarise the committed rollouts under ``location`` (or in ``files``), one file at a time,
-    so memory stays that of one part file however large the output (a 100,000-row dry run read
-    whole took gigabytes). One row per rollout id, as `raydspy.pipeline.commits.read_committed` keeps.
+    """Summarise the committed rollouts under ``location`` (or in ``files``) by reading them, one
+    file at a time, so memory stays that of one part file however large the output (a
+    100,000-row dry run read whole took gigabytes). One row per rollout id, as
+    `raydspy.pipeline.commits.read_committed` keeps.
 
     Returns:
         ``(summary, duplicates_dropped)``.
@@ -146,10 +179,48 @@ def summarize_committed(
         StorageError: the files cannot be listed or read.
     """
     files = committed_files(location) if files is None else files
-    stats, seen, duplicates = RolloutStats(), set(), 0
-    for path in files:
-        table, _ = read_committed(location, [path])
-        table, dropped = first_per_rollout_id(table, seen)
-        duplicates += dropped
-        stats += RolloutStats.of(table)
+    stats, duplicates = committed_stats(location, files)
     return _summary(stats, elapsed_s=elapsed_s, files=files, output_uri=location.uri), duplicates
+
+
+@dataclass
+class Committed:
+    """What an output held when a run started: the counts of its committed rows (from the run
+    manifests, and from the parts no manifest listed, read back once) and how many repeated
+    rollout ids those parts held."""
+
+    stats: RolloutStats = field(default_factory=RolloutStats)
+    duplicates: int = 0
+
+
+def committed_before(location: Location, files: list[str]) -> Committed:
+    """The `Committed` state of ``location``, whose committed parts are ``files``
+    (`committed_files`); writes a ``recovered`` manifest for the parts no manifest listed (a run
+    whose driver died), so that they are read back once.
+
+    Raises:
+        StorageError: the output cannot be read or written.
+    """
+    earlier = read_manifests(location)
+    uncovered = [path for path in files if relative_name(location, path) not in earlier.files]
+    recovered, duplicates = committed_stats(location, uncovered)
+    if uncovered:
+        write_manifest(location, (relative_name(location, p) for p in uncovered), recovered, kind="recovered")
+    return Committed(earlier.stats + recovered, duplicates)
+
+
+def summarize_run(
+    location: Location, before: Committed, run_stats: RolloutStats, run_files: list[str], *, elapsed_s: float
+) -> RunSummary:
+    """The summary of ``location`` once a run has committed ``run_files`` (relative names) with
+    counts ``run_stats`` on top of what it held ``before``; writes the run's manifest. No part
+    is read back.
+
+    Raises:
+        StorageError: the output cannot be listed or written.
+    """
+    if run_files:
+        write_manifest(location, run_files, run_stats)
+    total = before.stats + run_stats
+    summary = _summary(total, elapsed_s=elapsed_s, files=committed_files(location), output_uri=location.uri)
+    return replace(summary, duplicate_rows=before.duplicates)
