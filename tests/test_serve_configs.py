@@ -30,7 +30,7 @@ def _llm_configs(name: str) -> list:
     return [LLMConfig.model_validate(c) for c in app.args["llm_configs"]]
 
 
-@pytest.mark.parametrize("name", ["teacher-cpu.yaml", "teacher-70b.yaml"])
+@pytest.mark.parametrize("name", ["teacher-cpu.yaml", "teacher-gpu.yaml", "teacher-70b.yaml"])
 def test_config_is_a_serve_deploy_config_of_valid_llm_configs(name):
     from ray.serve.llm import LLMServingArgs
     from ray.serve.schema import ServeDeploySchema
@@ -71,7 +71,24 @@ def test_cpu_config_serves_the_embedded_model_on_cpu():
     assert app["args"]["ingress_deployment_config"]["ray_actor_options"]["num_cpus"] == 0
 
 
-@pytest.mark.parametrize("name", ["teacher-cpu.yaml", "teacher-70b.yaml", "student-cpu.yaml"])
+@pytest.mark.parametrize("name", ["teacher-cpu.yaml", "teacher-gpu.yaml", "teacher-70b.yaml"])
+def test_teachers_cache_the_prefix_their_prompts_share(name):
+    (config,) = _llm_configs(name)
+    assert config.engine_kwargs["enable_prefix_caching"] is True
+
+
+def test_gpu_teacher_serves_the_embedded_model_on_one_gpu_under_the_cpu_teachers_name():
+    (gpu,), (cpu,) = _llm_configs("teacher-gpu.yaml"), _llm_configs("teacher-cpu.yaml")
+    assert (gpu.model_id, gpu.model_loading_config.model_source) == (
+        cpu.model_id,
+        cpu.model_loading_config.model_source,
+    )
+    assert gpu.accelerator_config.kind != "cpu"
+    assert all(b.get("GPU") == 1 for b in gpu.get_engine_config().placement_bundles)
+    assert _load("teacher-gpu.yaml")["http_options"] == _load("teacher-cpu.yaml")["http_options"]
+
+
+@pytest.mark.parametrize("name", ["teacher-cpu.yaml", "teacher-gpu.yaml", "teacher-70b.yaml", "student-cpu.yaml"])
 def test_structured_teachers_answer_in_compact_json(name):
     from vllm.config import StructuredOutputsConfig
 

@@ -92,12 +92,13 @@ class CommitGate:
             pass
         return self._in_flight
 
-    async def report(self) -> tuple[str, list[str]]:
-        """What landed: the added-up `RolloutStats` (JSON) and the part files (relative names)."""
+    async def report(self) -> tuple[str, dict[str, str]]:
+        """What landed: the added-up `RolloutStats` (JSON), and each part file's (relative name →
+        its `RolloutStats` JSON)."""
         total = self._unfiled
         for stats in self._files.values():
             total += stats
-        return total.to_json(), sorted(self._files)
+        return total.to_json(), {name: stats.to_json() for name, stats in self._files.items()}
 
 
 def close_gate(gate: ray.actor.ActorHandle, timeout_s: float = DRAIN_TIMEOUT_S) -> None:

@@ -219,7 +219,8 @@ def run_pipeline(
     # What landed, from the gate: commits admitted before a stop land after the driver stopped reading.
     landed_json, landed_files = ray.get(gate.report.remote())
     landed = RolloutStats.from_json(landed_json)
-    summary = summarize_run(output, before, landed, landed_files, elapsed_s=progress.elapsed_s)
+    files_landed = {name: RolloutStats.from_json(stats) for name, stats in landed_files.items()}
+    summary = summarize_run(output, before, landed, files_landed, elapsed_s=progress.elapsed_s)
     resumed = progress.resumed if stopped else progress.planned - landed.finished
     return replace(
         summary,

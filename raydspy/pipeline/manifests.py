@@ -2,13 +2,14 @@
 instead of reading every part file back.
 
     {output}/_runs/{kind}-{UTC stamp}-{8 hex}.json
-    {"kind": "run" | "recovered", "written_at": "...", "files": ["part-….parquet", ...],
-     "stats": RolloutStats JSON}
+    {"kind": "run" | "recovered", "written_at": "...",
+     "files": {"part-….parquet": RolloutStats JSON, ...}}
 
 The driver writes one when a run ends (finished, stopped or interrupted), once its commit gate
 has drained, from the gate's own per-file counts (`raydspy.pipeline.committer.CommitGate`). A
 run whose driver died writes none; the next run finds the parts no manifest lists, reads those
 only, and writes a ``recovered`` manifest for them, so each part is read back at most once.
+Counts are kept per file, so a part deleted by hand (to collect it again) stops counting.
 File names are relative to the output; the folder starts with ``_``, so rollout readers skip it.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
@@ -39,15 +40,16 @@ def relative_name(location: Location, path: str) -> str:
 
 @dataclass
 class Manifests:
-    """What the manifests under an output say: the files they list and their counts added up."""
+    """What the manifests under an output say of the files still there: which they list, and
+    those files' counts added up."""
 
     files: set[str] = field(default_factory=set)
     stats: RolloutStats = field(default_factory=RolloutStats)
 
 
-def read_manifests(location: Location) -> Manifests:
-    """Every manifest under ``location``, added up (files listed twice are counted once: the
-    first manifest, in name order, that lists a file counts it).
+def read_manifests(location: Location, present: set[str]) -> Manifests:
+    """Every manifest under ``location``, added up over the files in ``present`` (relative
+    names of the parts listed now; a file two manifests list counts once).
 
     Raises:
         StorageError: the manifests cannot be listed or read.
@@ -63,18 +65,17 @@ def read_manifests(location: Location) -> Manifests:
         for info in infos:
             with location.filesystem.open_input_stream(info.path) as f:
                 manifest = json.loads(f.read())
-            files = set(manifest["files"])
-            if files & found.files:  # already counted by an earlier manifest: count none twice
-                continue
-            found.files |= files
-            found.stats += RolloutStats.from_json(manifest["stats"])
-    except (OSError, ValueError, KeyError) as e:
+            for name, stats in manifest["files"].items():
+                if name in present and name not in found.files:
+                    found.files.add(name)
+                    found.stats += RolloutStats.from_json(stats)
+    except (OSError, ValueError, KeyError, AttributeError) as e:
         raise StorageError(f"cannot read the run manifests under {folder.uri!r}: {e}") from e
     return found
 
 
-def write_manifest(location: Location, files: Iterable[str], stats: RolloutStats, *, kind: str = "run") -> str:
-    """Write a manifest listing ``files`` (relative names) with their counts ``stats``.
+def write_manifest(location: Location, files: Mapping[str, RolloutStats], *, kind: str = "run") -> str:
+    """Write a manifest of ``files``: relative name → that file's counts.
 
     Returns:
         The manifest's path.
@@ -83,6 +84,10 @@ def write_manifest(location: Location, files: Iterable[str], stats: RolloutStats
         StorageError: the write failed.
     """
     now = dt.datetime.now(dt.UTC)
-    body = {"kind": kind, "written_at": now.isoformat(), "files": sorted(files), "stats": stats.to_json()}
+    body = {
+        "kind": kind,
+        "written_at": now.isoformat(),
+        "files": {name: stats.to_json() for name, stats in sorted(files.items())},
+    }
     name = f"{kind}-{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}.json"
     return write_atomic(location.child(MANIFEST_DIR), name, json.dumps(body).encode())

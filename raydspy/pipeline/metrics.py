@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 REWARD_BOUNDARIES = [0.0001, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.9999]
 LATENCY_BOUNDARIES_S = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120]
+#: Seconds between two updates of a worker's in-flight gauge.
+GAUGE_PERIOD_S = 0.5
 
 _lock = threading.Lock()
 _metrics: dict[str, object] | None = None
@@ -79,6 +82,7 @@ class RolloutMetrics:
         self.tags = {"run": run}
         self._worker_tags = {"run": run, "worker": str(os.getpid())}
         self._in_flight = 0
+        self._gauge_set_at = float("-inf")
         self._lock = threading.Lock()
         try:
             self._m = _instruments()
@@ -122,9 +126,16 @@ class RolloutMetrics:
                 logger.debug("metrics: could not count committed rows", exc_info=True)
 
     def _move(self, delta: int) -> None:
+        now = time.monotonic()
         with self._lock:
             self._in_flight += delta
             value = self._in_flight
+            # Set the gauge at most every GAUGE_PERIOD_S (and whenever the worker runs dry): a
+            # Ray metric update per rollout took a sixth of an actor's CPU against a fast teacher,
+            # and Prometheus scrapes every few seconds anyway.
+            if value and now - self._gauge_set_at < GAUGE_PERIOD_S:
+                return
+            self._gauge_set_at = now
         if self._m is not None:
             try:
                 self._m["in_flight"].set(value, self._worker_tags)

@@ -10,6 +10,7 @@ folder of rollouts whatever wrote it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
@@ -148,20 +149,27 @@ def summarize(
     return _summary(RolloutStats.of(table), elapsed_s=elapsed_s, files=files, output_uri=output_uri)
 
 
-def committed_stats(location: Location, files: list[str]) -> tuple[RolloutStats, int]:
-    """The `RolloutStats` of ``files``, read one at a time (memory: one part file), one row per
-    rollout id among them; and how many repeated rows were left out.
+def committed_stats(location: Location, files: list[str]) -> tuple[dict[str, RolloutStats], int]:
+    """The `RolloutStats` of each of ``files``, read one at a time (memory: one part file), one
+    row per rollout id among them; and how many repeated rows were left out.
 
     Raises:
         StorageError: the files cannot be read.
     """
-    stats, seen, duplicates = RolloutStats(), set(), 0
+    stats, seen, duplicates = {}, set(), 0
     for path in files:
         table, _ = read_committed(location, [path])
         table, dropped = first_per_rollout_id(table, seen)
         duplicates += dropped
-        stats += RolloutStats.of(table)
+        stats[path] = RolloutStats.of(table)
     return stats, duplicates
+
+
+def _total(stats: Iterable[RolloutStats]) -> RolloutStats:
+    total = RolloutStats()
+    for one in stats:
+        total += one
+    return total
 
 
 def summarize_committed(
@@ -180,7 +188,7 @@ def summarize_committed(
     """
     files = committed_files(location) if files is None else files
     stats, duplicates = committed_stats(location, files)
-    return _summary(stats, elapsed_s=elapsed_s, files=files, output_uri=location.uri), duplicates
+    return _summary(_total(stats.values()), elapsed_s=elapsed_s, files=files, output_uri=location.uri), duplicates
 
 
 @dataclass
@@ -201,26 +209,31 @@ def committed_before(location: Location, files: list[str]) -> Committed:
     Raises:
         StorageError: the output cannot be read or written.
     """
-    earlier = read_manifests(location)
+    earlier = read_manifests(location, {relative_name(location, path) for path in files})
     uncovered = [path for path in files if relative_name(location, path) not in earlier.files]
     recovered, duplicates = committed_stats(location, uncovered)
     if uncovered:
-        write_manifest(location, (relative_name(location, p) for p in uncovered), recovered, kind="recovered")
-    return Committed(earlier.stats + recovered, duplicates)
+        write_manifest(location, {relative_name(location, p): s for p, s in recovered.items()}, kind="recovered")
+    return Committed(earlier.stats + _total(recovered.values()), duplicates)
 
 
 def summarize_run(
-    location: Location, before: Committed, run_stats: RolloutStats, run_files: list[str], *, elapsed_s: float
+    location: Location,
+    before: Committed,
+    run_stats: RolloutStats,
+    run_files: Mapping[str, RolloutStats],
+    *,
+    elapsed_s: float,
 ) -> RunSummary:
-    """The summary of ``location`` once a run has committed ``run_files`` (relative names) with
-    counts ``run_stats`` on top of what it held ``before``; writes the run's manifest. No part
-    is read back.
+    """The summary of ``location`` once a run has committed ``run_files`` (relative name → its
+    counts; ``run_stats``: the run's total) on top of what it held ``before``; writes the run's
+    manifest. No part is read back.
 
     Raises:
         StorageError: the output cannot be listed or written.
     """
     if run_files:
-        write_manifest(location, run_files, run_stats)
+        write_manifest(location, run_files)
     total = before.stats + run_stats
     summary = _summary(total, elapsed_s=elapsed_s, files=committed_files(location), output_uri=location.uri)
     return replace(summary, duplicate_rows=before.duplicates)
