@@ -25,6 +25,7 @@ def test_the_default_block_is_a_wave_of_one_actor_and_files_take_whole_blocks():
         ({"threads_per_actor": 3, "batch_size": 4, "n": 2}, 3, 2, 9),  # 8 rollouts a file, rounded up to 3s
         ({"rollouts_per_call": 8, "threads_per_actor": 32, "batch_size": 32, "n": 4}, 8, 5, 128),
         ({"dry_run": True, "batch_size": 4, "n": 2}, 8, 5, 8),  # a dry run: a file's worth a call
+        ({"batch_size": 2, "n": 2}, 4, 9, 4),  # files smaller than a wave: calls of a file each
     ],
 )
 def test_layouts(layout, call_size, calls, rows_per_file):

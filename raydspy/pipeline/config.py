@@ -40,7 +40,7 @@ class PipelineConfig(BaseModel):
     rollouts_per_call: int | None = Field(
         None,
         ge=1,
-        description="Rollouts per actor call. Default: threads_per_actor, so one call fills an actor's threads "
+        description="Rollouts per actor call. Default: threads_per_actor (or batch_size × n, when less), so one call fills an actor's threads "
         "and Ray Data schedules one block per wave rather than one per rollout (which capped the pipeline at a "
         "third of one process's rate against a fast teacher); each actor runs its calls on one pool of threads, "
         "a call more than fill it, so threads freed by a call's fast rollouts take the next call's. 1: the finest "
@@ -74,11 +74,12 @@ class PipelineConfig(BaseModel):
 
     @property
     def call_size(self) -> int:
-        """Rollouts per actor call: ``rollouts_per_call`` (default ``threads_per_actor``), or a
-        file's worth in a dry run."""
+        """Rollouts per actor call: ``rollouts_per_call`` (default ``threads_per_actor``, or a
+        file's worth when that is less), or a file's worth in a dry run."""
         if self.dry_run:
             return self.batch_size * self.n
-        return self.rollouts_per_call or self.threads_per_actor
+        # No larger than a file: a file of batch_size × n rollouts then takes whole calls.
+        return self.rollouts_per_call or min(self.threads_per_actor, self.batch_size * self.n)
 
     @property
     def rows_per_file(self) -> int:
