@@ -11,11 +11,14 @@ A fake OpenAI-compatible teacher in its own process answers every request after 
                    actors: planning, rollouts in actors, commits, the driver following the run
 
 For each: rollouts/s over the whole run and over its active window (first request to last
-answer, no start-up), CPU-seconds per rollout of this process tree (Ray's daemons and workers
+answer, no start-up) and the start-up (seconds from the call to the first request: for the
+pipelines, the input checks and the actors' start), CPU-seconds per rollout of this process tree (Ray's daemons and workers
 included, the fake teacher left out), and for the pipelines the requests in flight during the
 active window against the layout's actors x threads, and the drain (seconds from the last moment
 90% of those were in flight to the last answer). Contenders alternate for --rounds rounds; each
-row is the median round. The headline is pipeline-A / collect, on the same teacher in the same run.
+row is the median round. The headline is pipeline-A / collect, on the same teacher in the same run:
+over the whole run and over the active window (the pipeline's steady rate, what the start-up
+does not amortise on a short run).
 
     .venv/bin/python benchmarks/ceiling.py [--requests 3000] [--slow-requests 1024] [--actors 1,4] [--rounds 3]
 """
@@ -56,6 +59,22 @@ def _windows(rollouts: str) -> list[tuple[float, float]]:
     return tb.call_windows(rollouts)
 
 
+def _write_input(path: Path, size: int) -> str:
+    """``size`` banking77 queries (CSV: text, category); past the 4,171 of the sample's labels, the
+    queries again with a numbered suffix, so every example stays distinct (its own example id)."""
+    from raydspy.programs import banking77
+
+    rows = list(csv.DictReader(open(banking77.write_sample(path, size=None, seed=7))))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "category"])
+        writer.writeheader()
+        for i in range(size):
+            row = rows[i % len(rows)]
+            lap = i // len(rows)
+            writer.writerow({**row, "text": row["text"] + (f" (#{lap})" if lap else "")})
+    return str(path)
+
+
 def run_collect(examples: list[dict], teacher, *, out: str) -> dict:
     import raydspy
     from raydspy.core.specs import load_program, load_rewards
@@ -92,7 +111,7 @@ def run_async_client(bodies: list[dict], url: str, out: str) -> dict:
 
 def measure(name: str, run, meter: CpuMeter, delay_s: float, out: str | None) -> dict:
     time.sleep(2)  # let Ray's daemons settle between contenders
-    before, started = meter.total(), time.perf_counter()
+    before, started, wall_start = meter.total(), time.perf_counter(), time.time()
     result = run()
     seconds, cpu = time.perf_counter() - started, meter.total() - before
     row = {
@@ -107,6 +126,7 @@ def measure(name: str, run, meter: CpuMeter, delay_s: float, out: str | None) ->
         active = max(e for _, e in windows) - min(s for s, _ in windows)
         row["active_s"] = round(active, 2)
         row["active_rollouts_per_s"] = round(result["rollouts"] / active, 1)
+        row["start_s"] = round(min(s for s, _ in windows) - wall_start, 2)  # the call until its first request
         if delay_s >= 0.5:  # a slow teacher: how full the layout kept it
             profile = _in_flight(windows, every_s=delay_s / 4)
             capacity = result["in_flight_capacity"]
@@ -130,12 +150,11 @@ def main() -> None:
 
     import teacher_bench as tb
 
-    from raydspy.programs import banking77
     from raydspy.teacher.client import TeacherConfig
 
     work = Path(tempfile.mkdtemp())
     size = max(args.requests, args.slow_requests)
-    input_csv = str(banking77.write_sample(work / "in.csv", size=size, seed=7))
+    input_csv = _write_input(work / "in.csv", size)
     all_examples = [{"text": r["text"]} for r in csv.DictReader(open(input_csv))]
     wanted = set(args.contenders.split(","))
     init_local_ray()
@@ -166,24 +185,28 @@ def main() -> None:
                     rounds.setdefault(name, []).append(row)
                     print(f"delay {delay_s}s round {round_} {json.dumps(row)}", flush=True)
             meter.stop()
-        collect_rate = None
+        collect_rate = collect_active = None
         for name, rows in rounds.items():
             row = sorted(rows, key=lambda r: r["rollouts_per_s"])[len(rows) // 2]
             if name == "collect":
-                collect_rate = row["rollouts_per_s"]
+                collect_rate, collect_active = row["rollouts_per_s"], row.get("active_rollouts_per_s")
             results.append({"delay_s": delay_s, **row, "rounds": [r["rollouts_per_s"] for r in rows]})
         for row in results:
             if row["delay_s"] == delay_s and collect_rate:
                 row["ratio_to_collect"] = round(row["rollouts_per_s"] / collect_rate, 3)
+                if collect_active and "active_rollouts_per_s" in row:
+                    row["active_ratio_to_collect"] = round(row["active_rollouts_per_s"] / collect_active, 3)
     print(
-        "\n| teacher | contender | rollouts/s (rounds) | / collect | CPU-ms per rollout | in flight / capacity | drain s |"
+        "\n| teacher | contender | rollouts/s (rounds) | / collect | active rollouts/s | / collect | start s "
+        "| CPU-ms per rollout | in flight / capacity | drain s |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(
             f"| {r['delay_s'] * 1000:g} ms | {r['name']} | {r['rollouts_per_s']} ({', '.join(map(str, r['rounds']))}) | "
-            f"{r.get('ratio_to_collect', '')} | {r['cpu_ms_per_rollout']} | {r.get('in_flight_share', '')} | "
-            f"{r.get('drain_s', '')} |"
+            f"{r.get('ratio_to_collect', '')} | {r.get('active_rollouts_per_s', '')} | "
+            f"{r.get('active_ratio_to_collect', '')} | {r.get('start_s', '')} | {r['cpu_ms_per_rollout']} | "
+            f"{r.get('in_flight_share', '')} | {r.get('drain_s', '')} |"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(

@@ -4,8 +4,8 @@ Every contender sends the same banking77 prompts (the exact messages and JSON sc
 sends, formatted once by a dry run) to the same vLLM teacher on Ray Serve, with DSPy's cache off:
 
     limit        an async OpenAI-compatible client at 64 and 128 requests in flight (the best is "the limit")
-    pipeline     raydspy's Ray Data pipeline in its default layout (2 Collect actors x 32 threads, one rollout
-                 per call, files of 8 examples) running the full program (parse, rewards, commit to Parquet); also
+    pipeline     raydspy's Ray Data pipeline in its default layout (2 Collect actors x 32 threads, a wave of
+                 32 rollouts per call, files of 32 examples) running the full program (parse, rewards, commit to Parquet); also
                  its active window (first request sent to last rollout done), which leaves out
                  Ray Data's start-up: the rate a long run approaches
     parallel-8   dspy.Parallel, 8 threads (the seed's way)

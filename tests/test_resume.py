@@ -196,6 +196,21 @@ def test_too_long_inputs_are_invalid_against_the_teachers_context(ray_local):
     ]
 
 
+def test_duplicates_across_blocks_keep_their_rows_and_leave_the_context_as_it_was(ray_local):
+    rows = [{"id": f"e{i}", "question": f"q{i}"} for i in range(40)] + [{"id": "e3", "question": "again"}]
+    dataset = ray.data.from_items(rows, override_num_blocks=6)
+    context = dataset.context
+    strategy, order = context.shuffle_strategy, context.execution_options.preserve_order
+
+    checked = check_input(dataset, ["question"], id_field="id")
+
+    assert checked.rows == 41 and [(r.row, r.example_id) for r in checked.invalid] == [(3, "e3"), (40, "e3")]
+    assert checked.invalid[0].reason == "duplicate example id (also row 40)"
+    # The group-by's sort shuffle and the ordered pass are for the check only: the run's plan
+    # (its resume join, its streaming) shares this context.
+    assert (context.shuffle_strategy, context.execution_options.preserve_order) == (strategy, order)
+
+
 def test_values_of_the_wrong_type_are_invalid(ray_local):
     class Count(dspy.Signature):
         items: list[str] = dspy.InputField()

@@ -19,6 +19,7 @@ The driver adds up the blocks' sizes in input order, so each invalid row keeps i
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import typing
@@ -29,6 +30,7 @@ from typing import Any
 import dspy
 import pyarrow as pa
 import ray.data
+from ray.data.context import ShuffleStrategy
 
 from raydspy.core.identity import example_id
 from raydspy.errors import InputError
@@ -40,7 +42,7 @@ __all__ = ["check_columns", "InvalidRow", "InputCheck", "check_input", "input_fi
 CHARS_PER_TOKEN = 4
 
 #: Input bytes per partition of the duplicate-id group-by, and the most partitions: Ray Data's
-#: default of 200 started 200 aggregators, 16 s for 100 rows on 2 cores.
+#: default of 200 partitions took 16 s for 100 rows on 2 cores.
 BYTES_PER_PARTITION = 256 * 2**20
 MAX_PARTITIONS = 64
 
@@ -201,30 +203,40 @@ def _check_block(
     return pa.Table.from_pylist([{"rows": len(rows), "invalid": invalid}], schema=_BLOCK_CHECK)
 
 
+@contextlib.contextmanager
+def _setting(options: Any, name: str, value: Any) -> Iterator[None]:
+    """Set ``options.name`` for the duration of the block.
+
+    Set on a dataset's own context (a Dataset copies the current DataContext when it is read, so
+    the current one would not reach it), and put back after: every dataset derived from the same
+    read shares that context, the run's plan included.
+    """
+    previous = getattr(options, name)
+    setattr(options, name, value)
+    try:
+        yield
+    finally:
+        setattr(options, name, previous)
+
+
 def _duplicated_ids(dataset: ray.data.Dataset, id_field: str | None, partitions: int) -> frozenset[str]:
     """The example ids more than one row has (a group-by on Ray Data: no id reaches the driver
     but those)."""
-    counts = (
-        dataset.map_batches(_block_ids, fn_kwargs={"id_field": id_field}, batch_format="pyarrow")
-        .groupby("example_id", num_partitions=partitions)
-        .count()
-    )
+    ids = dataset.map_batches(_block_ids, fn_kwargs={"id_field": id_field}, batch_format="pyarrow")
+    counts = ids.groupby("example_id", num_partitions=partitions).count()
     repeated = counts.filter(lambda row: row["count()"] > 1)
-    return frozenset(row["example_id"] for row in repeated.iter_rows())
+    # Ray Data's default hash shuffle starts an aggregator actor per partition, seconds before the
+    # first row; the sort shuffle runs as tasks in the workers already up (a third of the time for
+    # a few thousand rows, BENCHMARKS.md "Start-up"), and scales out the same way.
+    with _setting(dataset.context, "shuffle_strategy", ShuffleStrategy.SORT_SHUFFLE_PULL_BASED):
+        return frozenset(row["example_id"] for row in repeated.iter_rows())
 
 
 def _in_input_order(dataset: ray.data.Dataset) -> Iterator[pa.Table]:
     """The dataset's blocks on the driver, in input order."""
-    # The dataset's own context: a Dataset copies the current DataContext when it is read, so
-    # setting the current one here would not reach this dataset's execution.
-    context = dataset.context
-    previous = context.execution_options.preserve_order
-    context.execution_options.preserve_order = True
-    try:
+    with _setting(dataset.context.execution_options, "preserve_order", True):
         for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             yield typing.cast(pa.Table, batch)
-    finally:
-        context.execution_options.preserve_order = previous
 
 
 def check_input(
@@ -245,7 +257,7 @@ def check_input(
         id_field: the id column, if any (else ids hash each row's content).
         max_input_tokens: reject rows whose estimated input tokens exceed this.
         input_bytes: the input's size on storage, which sizes the group-by's partitions (one per
-            `BYTES_PER_PARTITION`; each is an aggregator actor, whose start costs a second or two).
+            `BYTES_PER_PARTITION`).
 
     Returns:
         The `InputCheck`; its ``invalid`` rows carry their content.
