@@ -110,6 +110,15 @@ def test_resume_runs_only_the_missing_rollouts(ray_local, tmp_path):
     assert sorted((r["inputs"], r["rollout_index"]) for r in rows) == sorted(
         (json.dumps({"question": f"question {i}?"}), k) for i in range(12) for k in range(2)
     )
+    # The dataset card describes the whole output, not the last run, and `datasets` reads the
+    # rollouts it names (not the manifests), less the `rewards` map it cannot read.
+    import datasets
+
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "24 rollouts of the DSPy program `QA`, 2 per example, from the teacher `fake-model`" in card
+    loaded = datasets.load_dataset(out, split="train", cache_dir=str(tmp_path / "hf"))
+    assert sorted(loaded["rollout_id"]) == sorted(r["rollout_id"] for r in rows)
+    assert "rewards" not in loaded.column_names and loaded[0]["trace"][0]["completion"]
 
 
 def test_a_seeded_run_sends_each_rollout_its_own_seed_from_the_workers(ray_local, tmp_path):

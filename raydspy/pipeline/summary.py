@@ -41,6 +41,8 @@ class RunSummary:
         error_rows: rollouts whose ``error`` is set.
         errors_by_type: error type (the text before the first colon) → count.
         mean_reward: mean of ``reward`` over rows that have one; None if none has.
+        accepted_rows: rows whose ``reward`` is at least `ACCEPT_REWARD` (what ``raydspy export
+            sft`` keeps by default).
         reward_means: each named reward's mean over the rows where it has a value.
         format_rate: share of rows with ``format_ok`` true, over rows where it is known.
         completion_tokens: completion tokens generated, over every traced call.
@@ -61,6 +63,7 @@ class RunSummary:
     error_rows: int = 0
     errors_by_type: dict[str, int] = field(default_factory=dict)
     mean_reward: float | None = None
+    accepted_rows: int = 0
     reward_means: dict[str, float] = field(default_factory=dict)
     format_rate: float | None = None
     completion_tokens: int = 0
@@ -97,6 +100,7 @@ class RunSummary:
             "error_rows": self.error_rows,
             "errors_by_type": self.errors_by_type,
             "mean_reward": self.mean_reward,
+            "accepted_rows": self.accepted_rows,
             "reward_means": self.reward_means,
             "format_rate": self.format_rate,
             "completion_tokens": self.completion_tokens,
@@ -133,6 +137,7 @@ def _summary(stats: RolloutStats, *, elapsed_s: float, files: list[str] | None, 
         error_rows=stats.error_rows,
         errors_by_type=dict(sorted(stats.errors_by_type.items(), key=lambda kv: -kv[1])),
         mean_reward=stats.mean_reward,
+        accepted_rows=stats.reward_accepted,
         reward_means=stats.reward_means,
         format_rate=stats.format_rate,
         completion_tokens=stats.completion_tokens,
