@@ -118,6 +118,7 @@ def test_rollouts_to_and_from_s3(teacher, s3_server, sample_csv):
 
     listed = s3.list_objects_v2(Bucket="rollouts", Prefix="runs/e2e/")["Contents"]
     assert len([o for o in listed if o["Key"].endswith(".parquet")]) == len(summary.files) >= 2
+    assert "runs/e2e/README.md" in {o["Key"] for o in listed}  # the dataset card, beside the parts
     table = read_rollouts(resolve("s3://rollouts/runs/e2e", storage))
     assert table.num_rows == summary.rows == 6
     assert all(t[0]["completion"] for t in table.column("trace").to_pylist())
