@@ -11,15 +11,13 @@ import pyarrow.parquet as pq
 import yaml
 
 from raydspy.core.cards import DatasetCard, input_license, schema_table, size_category, write_card
+from raydspy.core.rollout_card import rollouts_card
 from raydspy.core.rollouts import ROLLOUT_SCHEMA
 from raydspy.core.stats import ACCEPT_REWARD, RolloutStats
 from raydspy.core.storage import resolve
 from raydspy.distill.cards import export_card
 from raydspy.distill.exports import SFT_SCHEMA
-from raydspy.pipeline.cards import run_card
-from raydspy.pipeline.summary import summarize
 from raydspy.programs import orders
-from raydspy.teacher.client import TeacherConfig
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "banking77-rollouts.parquet"
 
@@ -80,31 +78,35 @@ def test_accepted_rollouts_are_counted_at_the_sft_exports_threshold_and_old_coun
     assert RolloutStats.from_json(json.dumps(older)).reward_accepted == 0
 
 
-def test_a_run_card_names_the_program_teacher_rewards_schema_and_license():
-    table = pq.read_table(FIXTURE)
-    summary = summarize(table)
+def _card(stats: RolloutStats, **overrides):
+    args = {
+        "program": orders.program(),
+        "program_name": "raydspy.programs.orders:program",
+        "program_hash": "0123456789abcdef",
+        "teacher_model": "big-teacher",
+        "sampling": {"temperature": 0.7, "max_tokens": 99, "seed": None},
+        "n": 4,
+        "input_uri": "s3://bucket/orders.jsonl",
+        "input_license": "cc0-1.0",
+        "data_files": "part-*.parquet",
+        **overrides,
+    }
+    return rollouts_card(stats, **args)
+
+
+def test_a_rollouts_card_names_the_program_teacher_rewards_schema_and_license():
+    stats = RolloutStats.of(pq.read_table(FIXTURE))
     program = orders.program()
-    card = run_card(
-        summary,
-        program=program,
-        program_name="raydspy.programs.orders:program",
-        program_hash="0123456789abcdef",
-        teacher=TeacherConfig(model="big-teacher", temperature=0.7, max_tokens=99),
-        n=4,
-        dry_run=False,
-        input_uri="s3://bucket/orders.jsonl",
-        input_license="cc0-1.0",
-    )
-    text = card.render()
+    text = _card(stats, program=program).render()
     meta = _front_matter(text)
-    assert meta["license"] == "cc0-1.0" and meta["size_categories"] == [size_category(summary.rows)]
-    assert f"{summary.rows} rollouts of the DSPy program `raydspy.programs.orders:program`, 4 per example" in text
+    assert meta["license"] == "cc0-1.0" and meta["size_categories"] == [size_category(stats.rows)]
+    assert f"{stats.rows} rollouts of the DSPy program `raydspy.programs.orders:program`, 4 per example," in text
     for name, predictor in program.named_predictors():
         assert f"| `{name}` | `{predictor.signature.signature}` |" in text
-    assert "Model `big-teacher`, temperature 0.7, at most 99 tokens" in text
-    for name, mean in summary.reward_means.items():
+    assert "Model `big-teacher`; sampling: temperature 0.7, max_tokens 99." in text
+    for name, mean in stats.reward_means.items():
         assert f"| `{name}` | {mean:.3f} |" in text
-    assert f"{summary.accepted_rows} of {summary.rows} rollouts" in text
+    assert f"{stats.reward_accepted} of {stats.rows} rollouts" in text
     assert all(f"| `{f.name}` |" in text for f in ROLLOUT_SCHEMA)
     assert "huggingface/datasets#5612" in text
     # `datasets` is told the features, less the map it cannot read, so it reads the rest.
@@ -114,18 +116,7 @@ def test_a_run_card_names_the_program_teacher_rewards_schema_and_license():
 
 
 def test_a_dry_run_card_says_no_lm_was_called_and_the_license_is_unknown():
-    card = run_card(
-        summarize(pq.read_table(FIXTURE).slice(0, 0)),
-        program=orders.program(),
-        program_name="Orders",
-        program_hash="h",
-        teacher=TeacherConfig(),
-        n=1,
-        dry_run=True,
-        input_uri="in.jsonl",
-        input_license=None,
-    )
-    text = card.render()
+    text = _card(RolloutStats(), teacher_model=None, input_license=None).render()
     assert "license" not in _front_matter(text)
     assert "No LM was called" in text and "their license is not known" in text
 
@@ -147,7 +138,7 @@ def test_an_export_card_says_what_its_rows_are_for_and_how_trl_reads_them():
     assert schema_table(SFT_SCHEMA).splitlines()[2].startswith("| `messages` |")
 
 
-def test_datasets_loads_the_rollouts_a_run_card_names_and_nothing_else(tmp_path):
+def test_datasets_loads_the_rollouts_a_card_names_and_nothing_else(tmp_path):
     import shutil
 
     import datasets
@@ -157,19 +148,22 @@ def test_datasets_loads_the_rollouts_a_run_card_names_and_nothing_else(tmp_path)
     shutil.copy(FIXTURE, out / "part-0000000000000001.parquet")
     shutil.copy(FIXTURE, out / "_runs" / "not-rollouts.parquet")
     table = pq.read_table(FIXTURE)
-    card = run_card(
-        summarize(table),
-        program=orders.program(),
-        program_name="p",
-        program_hash="h",
-        teacher=TeacherConfig(),
-        n=4,
-        dry_run=False,
-        input_uri="in.csv",
-        input_license=None,
-    )
-    write_card(resolve(str(out)), card)
+    write_card(resolve(str(out)), _card(RolloutStats.of(table)))
     loaded = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))
     assert loaded.num_rows == table.num_rows
     assert loaded["rollout_id"] == table.column("rollout_id").to_pylist()
     assert loaded[0]["trace"][0]["messages"] == table.column("trace")[0].as_py()[0]["messages"]
+
+
+def test_collect_rewrites_its_outputs_card_over_every_file_it_wrote(tmp_path):
+    import datasets
+
+    import raydspy
+
+    collect = raydspy.Collect(orders.program(), str(tmp_path / "out"), num_threads=2)
+    collect.collect([{"message": "3 lamps to Lyon"}], n=2, dry_run=True)
+    collect.collect([{"message": "1 rug to Oslo"}, {"message": "2 fans to Perth"}], n=1, dry_run=True)
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "4 rollouts of the DSPy program `OrderAssistant` from the teacher none (dry run)" in text
+    loaded = datasets.load_dataset(str(tmp_path / "out"), split="train", cache_dir=str(tmp_path / "hf"))
+    assert loaded.num_rows == 4 and all(loaded["dry_run"])

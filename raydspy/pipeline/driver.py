@@ -22,8 +22,7 @@ driver follows the run from the stream of per-batch counts.
                   └─ iter_batches (driver)         progress, the error budget, Ctrl-C
       └─ summarize_run                             the gate's counts + earlier runs' manifests
                                                    (`raydspy.pipeline.manifests`); no part read back
-      └─ run_card                                  README.md beside the parts: a dataset card of the
-                                                   whole output (`raydspy.pipeline.cards`)
+      └─ write_run_card                            README.md: the output's dataset card (`cards`)
 
 The driver holds no list that grows with the input: its memory is that of the invalid rows and
 the names of the part files.
@@ -59,13 +58,12 @@ import ray
 import ray.data
 
 from raydspy._compat import check_versions, set_streaming_buffer_blocks
-from raydspy.core.cards import input_license, write_card
 from raydspy.core.program import program_input_fields
 from raydspy.core.specs import load_program, load_rewards
 from raydspy.core.stats import RolloutStats
 from raydspy.core.storage import Location, check_writable, resolve, write_atomic
 from raydspy.errors import ConfigError, InputError, RaydspyError
-from raydspy.pipeline.cards import run_card
+from raydspy.pipeline.cards import write_run_card
 from raydspy.pipeline.commits import committed_files
 from raydspy.pipeline.committer import CommitGate, RolloutCommitter, close_gate
 from raydspy.pipeline.config import BUDGET_MIN_ROLLOUTS, HELPER_NUM_CPUS, INVALID_DIR, PipelineConfig
@@ -226,18 +224,7 @@ def run_pipeline(
     files_landed = {name: RolloutStats.from_json(stats) for name, stats in landed_files.items()}
     summary = summarize_run(output, before, landed, files_landed, elapsed_s=progress.elapsed_s)
     resumed = progress.resumed if stopped else progress.planned - landed.finished
-    card = run_card(
-        summary,
-        program=loaded,
-        program_name=program if isinstance(program, str) else type(program).__name__,
-        program_hash=runner.program_hash,
-        teacher=teacher,
-        n=config.n,
-        dry_run=config.dry_run,
-        input_uri=source.uri,
-        input_license=input_license(source),
-    )
-    write_card(output, card)
+    write_run_card(output, before.stats + landed, runner, program, teacher, config, source)
     return replace(
         summary,
         planned=progress.planned,
