@@ -316,7 +316,7 @@ def test_the_summary_reads_one_file_at_a_time_and_counts_each_rollout_once(tmp_p
 def test_a_runs_summary_adds_counts_up_and_reads_back_only_parts_no_manifest_lists(tmp_path, monkeypatch):
     from raydspy.core.stats import RolloutStats
     from raydspy.pipeline import summary as summary_module
-    from raydspy.pipeline.manifests import MANIFEST_DIR, read_manifests
+    from raydspy.pipeline.manifests import MANIFEST_DIR, read_manifests, write_manifest
 
     location = resolve(str(tmp_path))
     name = lambda path: path.rsplit("/", 1)[-1]  # noqa: E731
@@ -328,7 +328,8 @@ def test_a_runs_summary_adds_counts_up_and_reads_back_only_parts_no_manifest_lis
         before = committed_before(location, committed_files(location))
         written = name(commit_rollouts(location, _records(ids)))
         stats = RolloutStats.of(_records(ids))
-        return summarize_run(location, before, stats, {written: stats}, elapsed_s=1.0)
+        write_manifest(location, {written: stats})  # the commit gate's part
+        return summarize_run(location, before, stats, elapsed_s=1.0)
 
     assert run(["r1", "r2"]).rows == 2 and read == []
     # A run whose driver died: its part has no manifest. The next run reads that part, once.

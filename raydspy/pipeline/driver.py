@@ -154,7 +154,9 @@ def run_pipeline(
     # import the specs themselves).
     runner = make_runner(loaded, teacher, loaded_rewards, reward_weights, config.id_field, config.dry_run)
     files = committed_files(output)
-    before = committed_before(output, files)
+    # In a task (no CPU reserved: it must start on a cluster the run has filled): the earlier runs'
+    # manifests list every part's counts, and only their total comes back to the driver.
+    before = ray.get(ray.remote(num_cpus=0)(committed_before).remote(output, files))
     planned = plan_rollouts(
         dataset,
         runner.planner,
@@ -219,10 +221,8 @@ def run_pipeline(
     set_streaming_buffer_blocks(stats.context, config.num_actors * config.calls_per_actor)
     stopped = _follow(stats, progress, config, on_progress, gate)
     # What landed, from the gate: commits admitted before a stop land after the driver stopped reading.
-    landed_json, landed_files = ray.get(gate.report.remote())
-    landed = RolloutStats.from_json(landed_json)
-    files_landed = {name: RolloutStats.from_json(stats) for name, stats in landed_files.items()}
-    summary = summarize_run(output, before, landed, files_landed, elapsed_s=progress.elapsed_s)
+    landed = RolloutStats.from_json(ray.get(gate.report.remote(output)))
+    summary = summarize_run(output, before, landed, elapsed_s=progress.elapsed_s)
     resumed = progress.resumed if stopped else progress.planned - landed.finished
     write_run_card(output, before.stats + landed, runner, program, teacher, config, source)
     return replace(

@@ -10,7 +10,7 @@ folder of rollouts whatever wrote it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
@@ -222,23 +222,14 @@ def committed_before(location: Location, files: list[str]) -> Committed:
     return Committed(earlier.stats + _total(recovered.values()), duplicates)
 
 
-def summarize_run(
-    location: Location,
-    before: Committed,
-    run_stats: RolloutStats,
-    run_files: Mapping[str, RolloutStats],
-    *,
-    elapsed_s: float,
-) -> RunSummary:
-    """The summary of ``location`` once a run has committed ``run_files`` (relative name → its
-    counts; ``run_stats``: the run's total) on top of what it held ``before``; writes the run's
-    manifest. No part is read back.
+def summarize_run(location: Location, before: Committed, run_stats: RolloutStats, *, elapsed_s: float) -> RunSummary:
+    """The summary of ``location`` once a run has committed rollouts counted ``run_stats`` on top
+    of what it held ``before`` (the run's manifest is the commit gate's to write:
+    `raydspy.pipeline.committer.CommitGate.report`). No part is read back.
 
     Raises:
-        StorageError: the output cannot be listed or written.
+        StorageError: the output cannot be listed.
     """
-    if run_files:
-        write_manifest(location, run_files)
     total = before.stats + run_stats
     summary = _summary(total, elapsed_s=elapsed_s, files=committed_files(location), output_uri=location.uri)
     return replace(summary, duplicate_rows=before.duplicates)
