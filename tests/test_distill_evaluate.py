@@ -7,16 +7,17 @@ import json
 import zlib
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from raydspy.cli.evaluate import student_serve_config
+from raydspy.core.storage import resolve
 from raydspy.distill.config import TrainConfig
 from raydspy.distill.evaluate import Candidate, EvalResult, evaluate
 from raydspy.distill.report import markdown_table, write_report
 from raydspy.distill.serve import absolute_sources
 from raydspy.errors import ConfigError
+from raydspy.pipeline.summary import read_rollouts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -236,7 +237,7 @@ def test_any_program_with_its_own_rewards_per_predictor(tmp_path):
     assert 0.0 < result.rewards["city_match"] <= result.format_compliance
     assert result.rewards["item_match"] <= result.rewards["city_match"]
     assert result.prompt_tokens > 0 and result.reward is not None
-    rows = pq.read_table(tmp_path / "eval" / "rollouts" / "student").to_pylist()
+    rows = read_rollouts(resolve(str(tmp_path / "eval" / "rollouts" / "student"))).to_pylist()
     assert len(rows) == 12 and all(len(r["trace"]) == 2 for r in rows if r["error"] is None)
 
 
@@ -282,7 +283,7 @@ def test_prompt_optimisation_uses_the_tasks_rewards_as_its_metric(tmp_path):
     assert 0.4 < plain.format_compliance < 1.0 and 0.4 < optimised.format_compliance < 1.0
     # The demos are answers the model got right on training queries, sent with every test query.
     assert len(demo_prompts) == len(queries)
-    rows = pq.read_table(tmp_path / "eval" / "rollouts" / "student+BootstrapFewShot").to_pylist()
+    rows = read_rollouts(resolve(str(tmp_path / "eval" / "rollouts" / "student+BootstrapFewShot"))).to_pylist()
     assert len(rows) == 6
     assert all(json.loads(r["outputs"])["label"] in ("card_arrival", "cancel_transfer") for r in rows if r["outputs"])
 
@@ -319,7 +320,7 @@ def test_evaluate_teacher_and_base_student_through_the_program(teacher, tmp_path
     assert by_name["teacher"].format_compliance == 1.0
     assert by_name["base student"].format_compliance < by_name["teacher"].format_compliance
     assert all(r.examples == 12 and 0.0 <= r.rewards["exact_match"] <= 1.0 for r in results)
-    rows = pq.read_table(tmp_path / "eval" / "rollouts" / "teacher").to_pylist()
+    rows = read_rollouts(resolve(str(tmp_path / "eval" / "rollouts" / "teacher"))).to_pylist()
     assert all(len(json.loads(r["outputs"])["reasoning"]) <= 120 for r in rows)
 
 

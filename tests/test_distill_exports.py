@@ -180,6 +180,17 @@ def test_exports_read_only_committed_parts_and_each_rollout_once(ray_local, roll
     assert got == sorted(expected, key=lambda r: (r["rollout_id"], r["predictor"]))
 
 
+def test_an_export_writes_a_card_that_datasets_loads_with_the_rollouts_license(ray_local, rollouts_dir, tmp_path):
+    import datasets
+
+    (rollouts_dir / "README.md").write_text("---\nlicense: cc-by-4.0\n---\n# Rollouts\n")  # the run's card
+    summary = exports.to_sft(str(rollouts_dir), str(tmp_path / "sft"))
+    card = (tmp_path / "sft" / "README.md").read_text()
+    assert card.startswith("---\nlicense: cc-by-4.0\n") and f"{summary.rows} rows for trl.SFTTrainer" in card
+    loaded = datasets.load_dataset(str(tmp_path / "sft"), split="train", cache_dir=str(tmp_path / "hf"))
+    assert loaded.num_rows == summary.rows and set(loaded.column_names) == set(exports.SFT_SCHEMA.names)
+
+
 def test_dpo_and_grpo_exports_match_the_transforms(ray_local, rollouts_dir, tmp_path, rollout_rows):
     dpo = exports.to_dpo(str(rollouts_dir), str(tmp_path / "dpo"))
     assert dpo.rows == len(exports.dpo_rows(rollout_rows)) > 0

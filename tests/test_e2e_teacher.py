@@ -7,7 +7,6 @@ import json
 import os
 
 import boto3
-import pyarrow.parquet as pq
 import pytest
 
 from raydspy.cli.main import main
@@ -31,7 +30,7 @@ def test_banking77_rollouts_from_the_vllm_teacher(teacher, sample_csv, tmp_path)
     config = PipelineConfig(input_uri=str(sample_csv), output_uri=str(tmp_path / "out"), n=2, batch_size=5)
     summary = run_pipeline(PROGRAM, teacher, config, rewards=REWARDS)
 
-    table = pq.read_table(tmp_path / "out")
+    table = read_rollouts(resolve(str(tmp_path / "out")))
     rows = table.to_pylist()
     assert summary.rows == len(rows) == 20 * 2
     assert len({r["rollout_id"] for r in rows}) == 40
@@ -70,7 +69,10 @@ def test_a_seeded_run_samples_the_same_completions_again(teacher, sample_csv, tm
         summary = run_pipeline(PROGRAM, teacher.model_copy(update={"cache": False, **update}), config)
         # Only parse errors may happen (a completion cut at max_tokens): no failed request.
         assert summary.rows == 8 and set(summary.errors_by_type) <= {"AdapterParseError"}, summary.as_dict()
-        return {r["example_id"]: r["trace"][0]["completion"] for r in pq.read_table(tmp_path / name).to_pylist()}
+        return {
+            r["example_id"]: r["trace"][0]["completion"]
+            for r in read_rollouts(resolve(str(tmp_path / name))).to_pylist()
+        }
 
     first, again = completions("seeded-1", seed=11), completions("seeded-2", seed=11)
     unseeded = completions("unseeded")
@@ -91,7 +93,7 @@ def test_unparseable_completions_are_error_rows_and_the_run_goes_on(teacher, sam
     config = PipelineConfig(input_uri=str(sample_csv), output_uri=str(tmp_path / "out"), n=1, limit=8, batch_size=4)
     summary = run_pipeline(PROGRAM, plain, config, rewards=REWARDS)
 
-    rows = pq.read_table(tmp_path / "out").to_pylist()
+    rows = read_rollouts(resolve(str(tmp_path / "out"))).to_pylist()
     assert summary.rows == len(rows) == 8
     failed = [r for r in rows if r["error"]]
     assert failed, "expected some completions not to parse"
@@ -118,6 +120,7 @@ def test_rollouts_to_and_from_s3(teacher, s3_server, sample_csv):
 
     listed = s3.list_objects_v2(Bucket="rollouts", Prefix="runs/e2e/")["Contents"]
     assert len([o for o in listed if o["Key"].endswith(".parquet")]) == len(summary.files) >= 2
+    assert "runs/e2e/README.md" in {o["Key"] for o in listed}  # the dataset card, beside the parts
     table = read_rollouts(resolve("s3://rollouts/runs/e2e", storage))
     assert table.num_rows == summary.rows == 6
     assert all(t[0]["completion"] for t in table.column("trace").to_pylist())

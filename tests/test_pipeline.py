@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import pyarrow.parquet as pq
 import pytest
 
 from raydspy import ConfigError, InputError, StorageError, TeacherUnreachableError
+from raydspy.core.storage import resolve
 from raydspy.pipeline import PipelineConfig, run_pipeline
+from raydspy.pipeline.summary import read_rollouts
 from raydspy.programs import banking77
 from raydspy.teacher.client import TeacherConfig
 
@@ -25,7 +26,7 @@ def test_dry_run_streams_one_file_per_block(ray_local, sample_csv, tmp_path):
     )
     summary = run_pipeline(PROGRAM, TeacherConfig(structured_outputs=True), config, rewards=REWARDS)
 
-    table = pq.read_table(tmp_path / "out")
+    table = read_rollouts(resolve(str(tmp_path / "out")))
     assert summary.rows == table.num_rows == 24 and summary.error_rows == 0
     assert len(summary.files) >= 3  # 12 examples in blocks of 4: a file per block
     assert table.column("rollout_id").unique().to_pylist().__len__() == 24

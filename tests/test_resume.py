@@ -110,6 +110,15 @@ def test_resume_runs_only_the_missing_rollouts(ray_local, tmp_path):
     assert sorted((r["inputs"], r["rollout_index"]) for r in rows) == sorted(
         (json.dumps({"question": f"question {i}?"}), k) for i in range(12) for k in range(2)
     )
+    # The dataset card describes the whole output, not the last run, and `datasets` reads the
+    # rollouts it names (not the manifests), less the `rewards` map it cannot read.
+    import datasets
+
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "24 rollouts of the DSPy program `QA`, 2 per example, from the teacher `fake-model`" in card
+    loaded = datasets.load_dataset(out, split="train", cache_dir=str(tmp_path / "hf"))
+    assert sorted(loaded["rollout_id"]) == sorted(r["rollout_id"] for r in rows)
+    assert "rewards" not in loaded.column_names and loaded[0]["trace"][0]["completion"]
 
 
 def test_a_seeded_run_sends_each_rollout_its_own_seed_from_the_workers(ray_local, tmp_path):
@@ -307,7 +316,7 @@ def test_the_summary_reads_one_file_at_a_time_and_counts_each_rollout_once(tmp_p
 def test_a_runs_summary_adds_counts_up_and_reads_back_only_parts_no_manifest_lists(tmp_path, monkeypatch):
     from raydspy.core.stats import RolloutStats
     from raydspy.pipeline import summary as summary_module
-    from raydspy.pipeline.manifests import MANIFEST_DIR, read_manifests
+    from raydspy.pipeline.manifests import MANIFEST_DIR, read_manifests, write_manifest
 
     location = resolve(str(tmp_path))
     name = lambda path: path.rsplit("/", 1)[-1]  # noqa: E731
@@ -319,7 +328,8 @@ def test_a_runs_summary_adds_counts_up_and_reads_back_only_parts_no_manifest_lis
         before = committed_before(location, committed_files(location))
         written = name(commit_rollouts(location, _records(ids)))
         stats = RolloutStats.of(_records(ids))
-        return summarize_run(location, before, stats, {written: stats}, elapsed_s=1.0)
+        write_manifest(location, {written: stats})  # the commit gate's part
+        return summarize_run(location, before, stats, elapsed_s=1.0)
 
     assert run(["r1", "r2"]).rows == 2 and read == []
     # A run whose driver died: its part has no manifest. The next run reads that part, once.

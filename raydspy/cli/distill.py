@@ -18,6 +18,7 @@ from raydspy.cli.common import add_cluster_args, init_ray
 from raydspy.cli.evaluate import add_evaluate_command, run_evaluate
 from raydspy.cli.fields import add_model_flags, given
 from raydspy.cli.progress import TrainProgressBar
+from raydspy.core.stats import ACCEPT_REWARD
 
 if TYPE_CHECKING:
     from raydspy.distill.config import TrainConfig
@@ -69,7 +70,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--min-reward",
         type=float,
-        default=1.0,
+        default=ACCEPT_REWARD,
         help="sft: keep rollouts whose reward is at least this (rejection sampling; default: %(default)s)",
     )
     export.add_argument("--reward", default=None, help="sft/dpo: use this named reward instead of the combined one")

@@ -10,6 +10,8 @@ No module here imports Ray (`tests/test_layout.py` checks), so `Collect` runs an
 | `rewards`    | the format reward, task rewards, `RewardSet`, DSPy metrics as rewards        |
 | `rollouts`   | `ROLLOUT_SCHEMA`, the rollout row, the one dedupe rule                       |
 | `stats`      | `RolloutStats`: every count reported over rollout rows                       |
+| `cards`      | dataset cards (Hugging Face format): render, write, the input's license      |
+| `rollout_card` | the card of collected rollouts: program, teacher, rewards, schema, loading |
 | `identity`   | content-derived example and rollout ids, rollout seeds                       |
 | `retries`    | bounded retries with back-off for the teacher and storage                    |
 | `adapters`   | structured-output adapters of the teacher                                    |

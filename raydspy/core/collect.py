@@ -18,15 +18,22 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import dspy
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from raydspy.core.cards import write_card
 from raydspy.core.rewards import RewardSet
+from raydspy.core.rollout_card import rollouts_card
 from raydspy.core.rollouts import RolloutRecord, records_to_table
 from raydspy.core.runner import RolloutRunner
+from raydspy.core.stats import RolloutStats
 from raydspy.core.storage import StorageOptions, check_writable, resolve, write_atomic
 from raydspy.errors import ConfigError, InputError
 
 __all__ = ["Collect"]
+
+#: The name of every file `Collect` writes starts so (its dataset card's config reads them).
+_FILE_PREFIX = "rollouts-"
 
 Examples = Sequence[Mapping[str, Any] | dspy.Example] | Mapping[str, Any] | dspy.Example
 
@@ -38,7 +45,8 @@ class Collect(dspy.Module):
         predictor: the program to roll out: a ``dspy.Predict``, ``ChainOfThought``, ``ReAct`` or
             any ``dspy.Module``.
         output_dir: folder or URI (local path, ``s3://``, ``gs://``) that receives one file of
-            rollout rows (`raydspy.core.rollouts.ROLLOUT_SCHEMA`) per `collect` call.
+            rollout rows (`raydspy.core.rollouts.ROLLOUT_SCHEMA`) per `collect` call, and, for
+            Parquet, the dataset card of all of them, ``README.md`` (`raydspy.core.rollout_card`).
         reward_fn: ``reward_fn(inputs, outputs) -> float``, or ``{name: reward_fn}``; ``inputs``
             holds all the example's fields (so a gold label is there), ``outputs`` the program's
             output fields.
@@ -121,11 +129,41 @@ class Collect(dspy.Module):
         results = runner.run_many(rows, n, num_threads=self.num_threads)
         self.last_records = [r.record for r in results]
         self.last_path = self._write(self.last_records)
+        if self.output_format == "parquet":
+            self._write_card(runner.program_hash, dry_run)
         return [r.prediction for r in results]
+
+    def _write_card(self, program_hash: str, dry_run: bool) -> None:
+        """Rewrite the output's dataset card from the counts of every rollout file Collect wrote
+        there (read one at a time: memory of one file)."""
+        fs, folder = self._location.filesystem, self._location.path
+        files = sorted(
+            info.path
+            for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+            if info.base_name.startswith(_FILE_PREFIX) and info.base_name.endswith(".parquet")
+        )
+        stats = RolloutStats()
+        for path in files:
+            stats += RolloutStats.of(pq.read_table(path, filesystem=fs))
+        lm = self.lm or dspy.settings.lm
+        sampling = {k: getattr(lm, "kwargs", {}).get(k) for k in ("temperature", "max_tokens")} | self.sampling
+        card = rollouts_card(
+            stats,
+            program=self.predictor,
+            program_name=type(self.predictor).__name__,
+            program_hash=program_hash,
+            teacher_model=None if dry_run or lm is None else getattr(lm, "model", str(lm)),
+            sampling=sampling,
+            n=None,
+            input_uri=None,
+            input_license=None,
+            data_files=f"{_FILE_PREFIX}*.parquet",
+        )
+        write_card(self._location, card)
 
     def _write(self, records: list[RolloutRecord]) -> str:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-        name = f"rollouts-{stamp}-{uuid.uuid4().hex[:8]}.{self.output_format}"
+        name = f"{_FILE_PREFIX}{stamp}-{uuid.uuid4().hex[:8]}.{self.output_format}"
         table = records_to_table(records)
         buffer = io.BytesIO()
         if self.output_format == "parquet":

@@ -17,7 +17,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["RolloutStats"]
+__all__ = ["RolloutStats", "ACCEPT_REWARD"]
+
+#: The reward at which a rollout counts as accepted: `raydspy export sft`'s default threshold
+#: (full marks only), so a summary or a dataset card can say how much of a run that export keeps.
+ACCEPT_REWARD = 1.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class RolloutStats:
         errors_by_type: error type (the ``error`` text before its first colon) → rows.
         deferred: rollouts the teacher never answered, so not written (the next run does them).
         reward_sum, reward_count: sum and count of the combined ``reward`` where set.
+        reward_accepted: rows whose combined ``reward`` is at least `ACCEPT_REWARD`.
         named_rewards: each named reward → ``(sum, count)`` over the rows where it has a value.
         format_ok, format_count: rows with ``format_ok`` true, and rows where it is known.
         completion_tokens: completion tokens over every traced LM call.
@@ -40,6 +45,7 @@ class RolloutStats:
     deferred: int = 0
     reward_sum: float = 0.0
     reward_count: int = 0
+    reward_accepted: int = 0
     named_rewards: dict[str, tuple[float, int]] = field(default_factory=dict)
     format_ok: int = 0
     format_count: int = 0
@@ -60,7 +66,11 @@ class RolloutStats:
         }
         if "reward" in names:
             rewards = table.column("reward").drop_null()
-            stats.update(reward_sum=float(pc.sum(rewards).as_py() or 0.0), reward_count=len(rewards))
+            stats.update(
+                reward_sum=float(pc.sum(rewards).as_py() or 0.0),
+                reward_count=len(rewards),
+                reward_accepted=int(pc.sum(pc.greater_equal(rewards, ACCEPT_REWARD).cast(pa.int64())).as_py() or 0),
+            )
         if "format_ok" in names:
             known = table.column("format_ok").drop_null()
             stats.update(format_ok=int(pc.sum(known.cast(pa.int64())).as_py() or 0), format_count=len(known))
@@ -91,6 +101,7 @@ class RolloutStats:
             deferred=self.deferred + other.deferred,
             reward_sum=self.reward_sum + other.reward_sum,
             reward_count=self.reward_count + other.reward_count,
+            reward_accepted=self.reward_accepted + other.reward_accepted,
             named_rewards=named,
             format_ok=self.format_ok + other.format_ok,
             format_count=self.format_count + other.format_count,
@@ -132,6 +143,7 @@ class RolloutStats:
 
     @classmethod
     def from_json(cls, text: str) -> RolloutStats:
+        """The counts `to_json` wrote; a count it lacks (written before that count existed) is 0."""
         data = json.loads(text)
         data["named_rewards"] = {k: (float(s), int(c)) for k, (s, c) in data["named_rewards"].items()}
         return cls(**data)

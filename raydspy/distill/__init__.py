@@ -4,6 +4,7 @@
 | module        | job                                                                  |
 | ------------- | -------------------------------------------------------------------- |
 | `exports`     | `to_sft`, `to_dpo`, `to_grpo`: Ray Data over committed rollouts → TRL's Parquet layouts |
+| `cards`       | the dataset card each export writes beside its rows                  |
 | `config`      | `TrainConfig`: the YAML of a training job (jobs/configs/)            |
 | `train`       | `run_training`: Ray Train TorchTrainer running TRL's SFTTrainer / GRPOTrainer |
 | `progress`    | rank 0's training progress to the driver (a Ray queue), for the CLI's bar |

@@ -10,6 +10,8 @@ group into training rows, and writes them as Parquet under an output URI:
 | `to_dpo`  | example × predictor × prompt whose best and worst rollouts' rewards differ | ``prompt`` (messages), ``chosen`` / ``rejected`` (one assistant message each), ``chosen_reward``, ``rejected_reward``, ``chosen_rollout_id``, ``rejected_rollout_id``, ``example_id``, ``predictor`` |
 | `to_grpo` | example × predictor × prompt                  | ``prompt`` (messages), ``inputs`` (the example as JSON: the gold label is there), one string column per name in ``columns``, ``example_id``, ``predictor``, ``call_index`` (the call's place in its rollout), ``replay`` (JSON list of the rollout's completions, null where none: `raydspy.distill.replay`) |
 
+Beside the rows, each export writes its dataset card, ``README.md`` (`raydspy.distill.cards`).
+
 Messages are the trace's own: exactly what the adapter sent (system, user, demos) and the raw
 completion the teacher returned, so the student learns the program's format as the program will
 prompt it. A message is ``{"role": str, "content": str}``.
@@ -28,8 +30,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from raydspy.core.cards import input_license, write_card
 from raydspy.core.rollouts import ROLLOUT_SCHEMA, first_per_rollout_id
+from raydspy.core.stats import ACCEPT_REWARD
 from raydspy.core.storage import Location, StorageOptions, resolve
+from raydspy.distill.cards import export_card
 from raydspy.distill.transforms import dpo_rows, grpo_rows, sft_rows
 from raydspy.errors import ConfigError, InputError, StorageError
 from raydspy.pipeline.commits import committed_files
@@ -175,7 +180,19 @@ def _export(
     _clear(location)
     if rows:
         out.write_parquet(location.path, filesystem=location.filesystem)
-    return ExportSummary(kind, rows, len(rollouts), output_uri, options)
+    summary = ExportSummary(kind, rows, len(rollouts), output_uri, options)
+    license_ = input_license(resolve(rollouts_uri, storage))  # what the rollouts' card declares
+    card = export_card(
+        kind,
+        rows=rows,
+        rollouts=summary.rollouts,
+        rollouts_uri=rollouts_uri,
+        options=options,
+        schema=schema,
+        license_=license_,
+    )
+    write_card(location, card)
+    return summary
 
 
 def _clear(location: Location) -> None:
@@ -192,7 +209,7 @@ def to_sft(
     rollouts_uri: str,
     output_uri: str,
     *,
-    min_reward: float = 1.0,
+    min_reward: float = ACCEPT_REWARD,
     reward: str | None = None,
     storage: StorageOptions | None = None,
 ) -> ExportSummary:
@@ -202,7 +219,7 @@ def to_sft(
     Args:
         rollouts_uri: folder or prefix of a run's rollouts (local, s3://, gs://).
         output_uri: where the Parquet files go; earlier ``*.parquet`` files there are replaced.
-        min_reward: the threshold on the rollout's reward (default 1.0: full marks only).
+        min_reward: the threshold on the rollout's reward (default `ACCEPT_REWARD`, 1.0: full marks only).
         reward: threshold this named reward (e.g. ``"exact_match"``) instead of the combined one.
         storage: S3-compatible endpoint options.
 

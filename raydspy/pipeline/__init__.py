@@ -13,6 +13,7 @@
 | `validation` | every input row checked before any LM call                                   |
 | `summary`    | `RunSummary`: what an output holds, from counts taken at commit              |
 | `manifests`  | each run's committed files and counts, under `_runs/`                        |
+| `cards`      | the run's dataset card, README.md beside the parts                           |
 | `metrics`    | Ray metrics of runs (Prometheus, the dashboard)                              |
 | `tracking`   | MLflow tracking of a run                                                     |
 """

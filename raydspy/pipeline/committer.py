@@ -23,7 +23,7 @@ import ray
 from raydspy.core.stats import RolloutStats
 from raydspy.core.storage import Location
 from raydspy.pipeline.commits import commit_rollouts
-from raydspy.pipeline.manifests import relative_name
+from raydspy.pipeline.manifests import relative_name, write_manifest
 from raydspy.pipeline.metrics import RolloutMetrics
 
 __all__ = ["DEFERRED", "BATCH_STATS", "CommitGate", "RolloutCommitter", "close_gate"]
@@ -92,13 +92,21 @@ class CommitGate:
             pass
         return self._in_flight
 
-    async def report(self) -> tuple[str, dict[str, str]]:
-        """What landed: the added-up `RolloutStats` (JSON), and each part file's (relative name →
-        its `RolloutStats` JSON)."""
+    async def report(self, output: Location) -> str:
+        """What landed: writes the run's manifest under ``output`` (each part file's counts,
+        `raydspy.pipeline.manifests`) when anything did, and returns the added-up `RolloutStats`
+        (JSON). The per-file counts stay in this actor: at a million rollouts they are tens of
+        thousands of entries, which the driver would otherwise hold at its peak.
+
+        Raises:
+            StorageError: the manifest could not be written.
+        """
         total = self._unfiled
         for stats in self._files.values():
             total += stats
-        return total.to_json(), {name: stats.to_json() for name, stats in self._files.items()}
+        if self._files:
+            write_manifest(output, self._files)
+        return total.to_json()
 
 
 def close_gate(gate: ray.actor.ActorHandle, timeout_s: float = DRAIN_TIMEOUT_S) -> None:

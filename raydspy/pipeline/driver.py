@@ -22,6 +22,7 @@ driver follows the run from the stream of per-batch counts.
                   └─ iter_batches (driver)         progress, the error budget, Ctrl-C
       └─ summarize_run                             the gate's counts + earlier runs' manifests
                                                    (`raydspy.pipeline.manifests`); no part read back
+      └─ write_run_card                            README.md: the output's dataset card (`cards`)
 
 The driver holds no list that grows with the input: its memory is that of the invalid rows and
 the names of the part files.
@@ -62,6 +63,7 @@ from raydspy.core.specs import load_program, load_rewards
 from raydspy.core.stats import RolloutStats
 from raydspy.core.storage import Location, check_writable, resolve, write_atomic
 from raydspy.errors import ConfigError, InputError, RaydspyError
+from raydspy.pipeline.cards import write_run_card
 from raydspy.pipeline.commits import committed_files
 from raydspy.pipeline.committer import CommitGate, RolloutCommitter, close_gate
 from raydspy.pipeline.config import BUDGET_MIN_ROLLOUTS, HELPER_NUM_CPUS, INVALID_DIR, PipelineConfig
@@ -152,7 +154,9 @@ def run_pipeline(
     # import the specs themselves).
     runner = make_runner(loaded, teacher, loaded_rewards, reward_weights, config.id_field, config.dry_run)
     files = committed_files(output)
-    before = committed_before(output, files)
+    # In a task (no CPU reserved: it must start on a cluster the run has filled): the earlier runs'
+    # manifests list every part's counts, and only their total comes back to the driver.
+    before = ray.get(ray.remote(num_cpus=0)(committed_before).remote(output, files))
     planned = plan_rollouts(
         dataset,
         runner.planner,
@@ -217,11 +221,10 @@ def run_pipeline(
     set_streaming_buffer_blocks(stats.context, config.num_actors * config.calls_per_actor)
     stopped = _follow(stats, progress, config, on_progress, gate)
     # What landed, from the gate: commits admitted before a stop land after the driver stopped reading.
-    landed_json, landed_files = ray.get(gate.report.remote())
-    landed = RolloutStats.from_json(landed_json)
-    files_landed = {name: RolloutStats.from_json(stats) for name, stats in landed_files.items()}
-    summary = summarize_run(output, before, landed, files_landed, elapsed_s=progress.elapsed_s)
+    landed = RolloutStats.from_json(ray.get(gate.report.remote(output)))
+    summary = summarize_run(output, before, landed, elapsed_s=progress.elapsed_s)
     resumed = progress.resumed if stopped else progress.planned - landed.finished
+    write_run_card(output, before.stats + landed, runner, program, teacher, config, source)
     return replace(
         summary,
         planned=progress.planned,

@@ -10,7 +10,7 @@ folder of rollouts whatever wrote it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
@@ -41,6 +41,8 @@ class RunSummary:
         error_rows: rollouts whose ``error`` is set.
         errors_by_type: error type (the text before the first colon) → count.
         mean_reward: mean of ``reward`` over rows that have one; None if none has.
+        accepted_rows: rows whose ``reward`` is at least `ACCEPT_REWARD` (what ``raydspy export
+            sft`` keeps by default).
         reward_means: each named reward's mean over the rows where it has a value.
         format_rate: share of rows with ``format_ok`` true, over rows where it is known.
         completion_tokens: completion tokens generated, over every traced call.
@@ -61,6 +63,7 @@ class RunSummary:
     error_rows: int = 0
     errors_by_type: dict[str, int] = field(default_factory=dict)
     mean_reward: float | None = None
+    accepted_rows: int = 0
     reward_means: dict[str, float] = field(default_factory=dict)
     format_rate: float | None = None
     completion_tokens: int = 0
@@ -97,6 +100,7 @@ class RunSummary:
             "error_rows": self.error_rows,
             "errors_by_type": self.errors_by_type,
             "mean_reward": self.mean_reward,
+            "accepted_rows": self.accepted_rows,
             "reward_means": self.reward_means,
             "format_rate": self.format_rate,
             "completion_tokens": self.completion_tokens,
@@ -133,6 +137,7 @@ def _summary(stats: RolloutStats, *, elapsed_s: float, files: list[str] | None, 
         error_rows=stats.error_rows,
         errors_by_type=dict(sorted(stats.errors_by_type.items(), key=lambda kv: -kv[1])),
         mean_reward=stats.mean_reward,
+        accepted_rows=stats.reward_accepted,
         reward_means=stats.reward_means,
         format_rate=stats.format_rate,
         completion_tokens=stats.completion_tokens,
@@ -217,23 +222,14 @@ def committed_before(location: Location, files: list[str]) -> Committed:
     return Committed(earlier.stats + _total(recovered.values()), duplicates)
 
 
-def summarize_run(
-    location: Location,
-    before: Committed,
-    run_stats: RolloutStats,
-    run_files: Mapping[str, RolloutStats],
-    *,
-    elapsed_s: float,
-) -> RunSummary:
-    """The summary of ``location`` once a run has committed ``run_files`` (relative name → its
-    counts; ``run_stats``: the run's total) on top of what it held ``before``; writes the run's
-    manifest. No part is read back.
+def summarize_run(location: Location, before: Committed, run_stats: RolloutStats, *, elapsed_s: float) -> RunSummary:
+    """The summary of ``location`` once a run has committed rollouts counted ``run_stats`` on top
+    of what it held ``before`` (the run's manifest is the commit gate's to write:
+    `raydspy.pipeline.committer.CommitGate.report`). No part is read back.
 
     Raises:
-        StorageError: the output cannot be listed or written.
+        StorageError: the output cannot be listed.
     """
-    if run_files:
-        write_manifest(location, run_files)
     total = before.stats + run_stats
     summary = _summary(total, elapsed_s=elapsed_s, files=committed_files(location), output_uri=location.uri)
     return replace(summary, duplicate_rows=before.duplicates)
