@@ -196,3 +196,11 @@ def test_cpu_configs_resolve_cpu_native_to_a_vllm_dtype(tmp_path, monkeypatch):
     (out,) = teacher_app.resolve_llm_configs([config], tmp_path, dtype="float32")
     assert out.engine_kwargs["dtype"] == "float32" and isinstance(out, LLMConfig)
     assert out.model_loading_config.model_source == str(tmp_path / "ckpt")
+
+
+def test_the_default_serve_configs_are_the_checkouts():
+    """`raydspy teacher up` and the benchmarks deploy `SERVE_CONFIGS / "teacher-cpu.yaml"` when
+    given no --serve-config: it must be the file this repository ships."""
+    from raydspy.teacher.deploy import SERVE_CONFIGS
+
+    assert SERVE_CONFIGS == CONFIGS and (SERVE_CONFIGS / "teacher-cpu.yaml").is_file()

@@ -19,7 +19,8 @@ from raydspy.teacher.client import TeacherConfig
 
 __all__ = ["SERVE_CONFIGS", "load_serve_config", "deploy_serve_config", "wait_for_teacher"]
 
-SERVE_CONFIGS = Path(__file__).resolve().parent.parent / "serve_configs"
+#: The checkout's Serve configs (repo root: raydspy/teacher/deploy.py is three levels below it).
+SERVE_CONFIGS = Path(__file__).resolve().parents[2] / "serve_configs"
 
 
 def load_serve_config(path: str | Path) -> dict[str, Any]:
