@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 
-import pyarrow.parquet as pq
 import pytest
 
 from raydspy.cli.main import main
+from raydspy.core.storage import resolve
+from raydspy.pipeline.summary import read_rollouts
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +45,7 @@ def orders_run(teacher, tmp_path_factory):
 def test_the_task_collects_two_calls_per_rollout_scored_by_its_rewards(orders_run):
     summary = json.loads((orders_run / "summary.json").read_text())
     assert summary["rows"] == 12 and set(summary["reward_means"]) == REWARDS
-    rows = pq.read_table(orders_run / "rollouts").to_pylist()
+    rows = read_rollouts(resolve(str(orders_run / "rollouts"))).to_pylist()
     done = [r for r in rows if r["error"] is None]
     assert len(done) >= 10  # structured outputs: nearly every completion parses
     for row in done:
@@ -110,3 +111,14 @@ def test_cli_evaluates_teacher_and_base_student_on_held_out_orders(teacher, tmp_
     assert teacher_result["format_compliance"] >= student["format_compliance"]
     assert "| teacher (`smollm2-135m-instruct`) | structured |" in (tmp_path / "eval" / "evaluation.md").read_text()
     assert (tmp_path / "eval" / "evaluation.png").stat().st_size > 0
+
+
+def test_the_runs_dataset_card_names_the_program_and_the_inputs_license(orders_run, tmp_path):
+    import datasets
+
+    card = (orders_run / "rollouts" / "README.md").read_text()
+    assert card.startswith("---\nlicense: cc0-1.0\n")  # the shipped orders data's own card
+    assert "12 rollouts of the DSPy program `raydspy.programs.orders:program`, 2 per example" in card
+    assert "| `extract` |" in card and "| `confirm` |" in card  # both predictors, with signatures
+    loaded = datasets.load_dataset(str(orders_run / "rollouts"), split="train", cache_dir=str(tmp_path / "hf"))
+    assert loaded.num_rows == 12
