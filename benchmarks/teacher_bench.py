@@ -238,7 +238,11 @@ def call_windows(rollouts: str) -> list[tuple[float, float]]:
     started its calls ``sum(latency_s)`` earlier (one call each here)."""
     import pyarrow.dataset as pads
 
-    rows = pads.dataset(rollouts, format="parquet").to_table(columns=["created_at", "trace"]).to_pylist()
+    from raydspy.core.storage import resolve
+    from raydspy.pipeline.commits import committed_files
+
+    files = committed_files(resolve(rollouts))  # the part files: the folder also holds its dataset card
+    rows = pads.dataset(files, format="parquet").to_table(columns=["created_at", "trace"]).to_pylist()
     return [
         (r["created_at"].timestamp() - sum(c["latency_s"] or 0.0 for c in r["trace"]), r["created_at"].timestamp())
         for r in rows
