@@ -116,7 +116,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--instant-sizes", type=int, nargs="*", default=[10_000, 50_000])
-    parser.add_argument("--batch-size", type=int, default=64, help="examples per committed file")
+    parser.add_argument(
+        "--batch-size", type=int, help="examples per committed file (default: the run's own, bounded files)"
+    )
     parser.add_argument(
         "--resume", action="store_true", help="also resume the largest dry run with half its parts gone"
     )
@@ -125,7 +127,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp())
     rows = []
-    common = ["--batch-size", str(args.batch_size), "--max-error-rate", "1.0"]
+    common = ["--max-error-rate", "1.0", *(["--batch-size", str(args.batch_size)] if args.batch_size else [])]
 
     def report(row: dict) -> None:
         base = next((r for r in rows if r["mode"] == row["mode"]), row)

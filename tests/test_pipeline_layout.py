@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raydspy.pipeline.config import PipelineConfig
+from raydspy.pipeline.config import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE, MAX_FILES, PipelineConfig
 
 
 def _config(**layout) -> PipelineConfig:
@@ -15,7 +15,28 @@ def test_the_default_block_is_a_wave_of_one_actor_and_files_take_whole_blocks():
     config = _config()
     assert config.call_size == config.threads_per_actor == 32
     assert config.calls_per_actor == 2  # one block fills the pool, one waits beside it
-    assert config.rows_per_file == config.batch_size * config.n == 32  # nothing rounded
+    assert config.rows_per_file == config.examples_per_file * config.n == 32  # nothing rounded
+
+
+@pytest.mark.parametrize(
+    ("examples", "batch_size"),
+    [
+        (10, DEFAULT_BATCH_SIZE),
+        (DEFAULT_BATCH_SIZE * MAX_FILES, DEFAULT_BATCH_SIZE),  # the largest input at the default size
+        (DEFAULT_BATCH_SIZE * MAX_FILES + 1, DEFAULT_BATCH_SIZE + 1),
+        (1_000_000, 245),  # 4,082 files
+        (10**9, MAX_BATCH_SIZE),  # the cap: more files than MAX_FILES
+    ],
+)
+def test_an_unset_batch_size_bounds_the_files_a_run_writes(examples, batch_size):
+    config = _config().for_examples(examples)
+    assert config.batch_size == batch_size
+    if batch_size < MAX_BATCH_SIZE:
+        assert -(-examples // config.batch_size) <= MAX_FILES
+
+
+def test_a_batch_size_given_is_kept_whatever_the_input():
+    assert _config(batch_size=8).for_examples(10**7).batch_size == 8
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from raydspy.core.storage import StorageOptions
 
-__all__ = ["PipelineConfig", "RUN_FIELDS", "INVALID_DIR", "BUDGET_MIN_ROLLOUTS", "HELPER_NUM_CPUS"]
+__all__ = [
+    "PipelineConfig",
+    "RUN_FIELDS",
+    "INVALID_DIR",
+    "BUDGET_MIN_ROLLOUTS",
+    "HELPER_NUM_CPUS",
+    "DEFAULT_BATCH_SIZE",
+    "MAX_FILES",
+    "MAX_BATCH_SIZE",
+]
 
 #: Where ``skip_invalid`` writes the rows it skipped (ignored by rollout readers: leading ``_``).
 INVALID_DIR = "_invalid"
@@ -21,6 +30,19 @@ BUDGET_MIN_ROLLOUTS = 20
 #: Logical CPUs of the planner and committer actors (light work: ids, one Parquet file at a time).
 HELPER_NUM_CPUS = 0.25
 
+#: Examples per committed file when the input is small enough (`PipelineConfig.for_examples`).
+DEFAULT_BATCH_SIZE = 32
+
+#: Files a run writes at most when ``batch_size`` is left to the run (while files of
+#: `MAX_BATCH_SIZE` examples can hold the input). Why bound them: Ray Data's driver keeps a little bookkeeping for every block
+#: its operators emit (per-block stats, ray-project/ray#66016), about a block per operator a file,
+#: so the driver's memory would grow with the input; and object stores list and read fewer,
+#: larger files faster.
+MAX_FILES = 4096
+
+#: The most examples a committed file may take (a file is one Parquet write, held in one actor).
+MAX_BATCH_SIZE = 4096
+
 
 class PipelineConfig(BaseModel):
     """How one distributed collection run is laid out."""
@@ -30,12 +52,14 @@ class PipelineConfig(BaseModel):
     n: int = Field(1, ge=1, description="Rollouts per example.")
     num_actors: int = Field(2, ge=1, description="Collect actors in the pool.")
     threads_per_actor: int = Field(32, ge=1, le=512, description="Rollouts in flight per actor (its concurrent calls).")
-    batch_size: int = Field(
-        32,
+    batch_size: int | None = Field(
+        None,
         ge=1,
-        le=4096,
+        le=MAX_BATCH_SIZE,
         description="Examples per committed file: batch_size × n rollouts, rounded up to whole actor calls "
-        "(rollouts_per_call), so that no call's rollouts are split across two files.",
+        "(rollouts_per_call), so that no call's rollouts are split across two files. Default: "
+        f"{DEFAULT_BATCH_SIZE}, or more on inputs above {DEFAULT_BATCH_SIZE * MAX_FILES:,} examples, so that a "
+        f"run writes at most {MAX_FILES:,} files (the driver's memory then stays flat in the input).",
     )
     rollouts_per_call: int | None = Field(
         None,
@@ -72,14 +96,28 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    def for_examples(self, examples: int) -> PipelineConfig:
+        """This layout for an input of ``examples`` valid examples: ``batch_size``, when left
+        unset, becomes `DEFAULT_BATCH_SIZE`, or ``ceil(examples / MAX_FILES)`` when that is more
+        (at most `MAX_BATCH_SIZE`), so that the run writes at most `MAX_FILES` files."""
+        if self.batch_size is not None:
+            return self
+        batch = min(max(DEFAULT_BATCH_SIZE, -(-examples // MAX_FILES)), MAX_BATCH_SIZE)
+        return self.model_copy(update={"batch_size": batch})
+
+    @property
+    def examples_per_file(self) -> int:
+        """``batch_size``, or `DEFAULT_BATCH_SIZE` while it is unset (before `for_examples`)."""
+        return self.batch_size or DEFAULT_BATCH_SIZE
+
     @property
     def call_size(self) -> int:
         """Rollouts per actor call: ``rollouts_per_call`` (default ``threads_per_actor``, or a
         file's worth when that is less), or a file's worth in a dry run."""
         if self.dry_run:
-            return self.batch_size * self.n
+            return self.examples_per_file * self.n
         # No larger than a file: a file of batch_size × n rollouts then takes whole calls.
-        return self.rollouts_per_call or min(self.threads_per_actor, self.batch_size * self.n)
+        return self.rollouts_per_call or min(self.threads_per_actor, self.examples_per_file * self.n)
 
     @property
     def rows_per_file(self) -> int:
@@ -87,7 +125,7 @@ class PipelineConfig(BaseModel):
         whole number of `call_size` blocks), so that each file takes whole blocks and none is
         left with a call's remainder. With the defaults (``batch_size`` = ``threads_per_actor``)
         nothing is rounded."""
-        return -(-self.batch_size * self.n // self.call_size) * self.call_size
+        return -(-self.examples_per_file * self.n // self.call_size) * self.call_size
 
     @property
     def calls_per_actor(self) -> int:

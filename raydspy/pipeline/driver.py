@@ -148,6 +148,7 @@ def run_pipeline(
         )
     if checked.rows == 0:
         raise InputError(f"no examples in {source.uri!r}", uri=source.uri)
+    config = config.for_examples(checked.valid)  # files' size, once the input's size is known
     invalid_file = _handle_invalid(checked, config, output, source.uri)
 
     # The driver's runner only computes rollout ids: built from what is loaded above (the actors
