@@ -35,9 +35,7 @@ def add_view_command(sub: argparse._SubParsersAction) -> None:
     )
     view.add_argument("output", help="folder or prefix of rollouts (local, s3://, gs://)")
     view.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    view.add_argument(
-        "--port", type=int, default=None, help=f"port (default: the first free one from {DEFAULT_PORT})"
-    )
+    view.add_argument("--port", type=int, default=None, help=f"port (default: the first free one from {DEFAULT_PORT})")
     view.add_argument(
         "--s3-endpoint",
         default=os.environ.get("AWS_ENDPOINT_URL"),

@@ -12,13 +12,10 @@ from dataclasses import dataclass
 
 import pyarrow.compute as pc
 
-__all__ = ["RolloutFilter", "NO_ERROR", "ANY_ERROR", "FILTER_COLUMNS"]
+__all__ = ["RolloutFilter", "NO_ERROR", "ANY_ERROR"]
 
 #: ``RolloutFilter.error`` values that are not an error type: rows without an error, rows with any.
 NO_ERROR, ANY_ERROR = "(none)", "(any)"
-
-#: The columns a filter reads (a count of matching rows reads only these).
-FILTER_COLUMNS = ("reward", "error", "example_id")
 
 
 @dataclass(frozen=True)

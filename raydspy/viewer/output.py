@@ -2,8 +2,9 @@
 rollouts, one rollout with its trace, the summary, the dataset card and the run manifests.
 
 Memory stays bounded however many rollouts the output holds:
-- a page counts the matching rows of each part file on the filter's columns only (`FILTER_COLUMNS`;
-  counts cached per file and filter: committed parts never change), then reads the list's columns
+- a page counts the matching rows of each part file on the filter's columns only (``reward``,
+  ``error``, ``example_id``; counts cached per file and filter: committed parts never change; no
+  filter: the count in the file's footer), then reads the list's columns
   (`LIST_COLUMNS`, no ``trace`` or ``inputs``) of only the files that hold the page's rows;
 - the summary streams record batches of three columns (`raydspy.viewer.overview`);
 - a rollout's ``trace`` and ``inputs`` are read only when it is opened, from the one row group
@@ -31,7 +32,7 @@ from raydspy.core.storage import Location, StorageOptions, resolve
 from raydspy.errors import StorageError
 from raydspy.pipeline.commits import committed_files
 from raydspy.pipeline.manifests import MANIFEST_DIR, relative_name
-from raydspy.viewer.filters import FILTER_COLUMNS, RolloutFilter
+from raydspy.viewer.filters import RolloutFilter
 from raydspy.viewer.overview import OVERVIEW_COLUMNS, Bar, Totals, binned_bars, summarize_batches
 
 __all__ = ["OutputView", "Page", "LIST_COLUMNS", "ManifestInfo"]
@@ -161,7 +162,9 @@ class OutputView:
             return cached
         expression = flt.expression()
         if expression is None:  # from the footer, no column read
-            count = self._read(path, lambda: pq.ParquetFile(path, filesystem=self.location.filesystem).metadata.num_rows)
+            count = self._read(
+                path, lambda: pq.ParquetFile(path, filesystem=self.location.filesystem).metadata.num_rows
+            )
         else:
             count = self._read(path, self._dataset([path]).count_rows, filter=expression)
         with self._lock:

@@ -156,9 +156,11 @@ class FolderRuns(RunSource):
         except OSError as e:
             raise StorageError(f"cannot list {uri!r}: {e}") from e
         prefix = output.location.path.rstrip("/") + "/"
-        kept = [i for i in infos if i.mtime is not None and not any(
-            p.startswith((".", "_")) for p in i.path.removeprefix(prefix).split("/")
-        )]
+        kept = [
+            i
+            for i in infos
+            if i.mtime is not None and not any(p.startswith((".", "_")) for p in i.path.removeprefix(prefix).split("/"))
+        ]
         parts = [i.mtime for i in kept if i.path.endswith(".parquet")]
         card = [i.mtime for i in kept if i.path == prefix + "README.md"]
         writing = bool(parts) and (not card or max(parts) > max(card))
