@@ -48,6 +48,15 @@ def base_path(request: Request) -> str:
     return request.scope.get("root_path", "").rstrip("/") + PREFIX
 
 
+def _here(request: Request) -> str:
+    """The path and query asked for, under the root path (ASGI servers differ on whether
+    ``path`` includes ``root_path``: uvicorn and Serve's proxy do, some test clients do not)."""
+    root, path = request.scope.get("root_path", "").rstrip("/"), request.url.path
+    if root and not path.startswith(root + "/"):
+        path = root + path
+    return path + (f"?{request.url.query}" if request.url.query else "")
+
+
 def _number(value: str | None, name: str) -> float | None:
     if value is None or not value.strip():
         return None
@@ -84,8 +93,7 @@ def viewer_router(source: RunSource, auth: ViewerAuth) -> APIRouter:
 
     def signed_in_page(request: Request) -> None:
         if not auth.allowed(request):
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            login = _link(f"{base_path(request)}/login", {"next": target})
+            login = _link(f"{base_path(request)}/login", {"next": _here(request)})
             raise HTTPException(status.HTTP_303_SEE_OTHER, "sign in first", headers={"Location": login})
 
     def signed_in_fragment(request: Request) -> None:
