@@ -32,7 +32,7 @@ from raydspy.viewer.auth import SESSION_COOKIE, ViewerAuth
 
 TOKEN = "viewer-token-5f2c9a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-DONE, LIVE = "run-20260101-000000-aaaaaaaa", "run-20260101-000100-bbbbbbbb"
+DONE, LIVE, QUEUED = "run-20260101-000000-aaaaaaaa", "run-20260101-000100-bbbbbbbb", "run-20260101-000200-cccccccc"
 VIEWER = Path(__file__).resolve().parent.parent / "raydspy" / "viewer"
 
 
@@ -60,8 +60,8 @@ def _settings(root: Path) -> ServiceSettings:
 
 @pytest.fixture(scope="module")
 def manager(tmp_path_factory):
-    """A run manager with two runs of an orders-like program: one finished (24 rollouts), one
-    still running (10 of 40 committed)."""
+    """A run manager with three runs of an orders-like program: one finished (24 rollouts), one
+    still running (10 of 40 committed), one queued (its output does not exist yet)."""
     root = tmp_path_factory.mktemp("viewer-service")
     write_parts(str(root / "out" / "done"), 24, 10)
     write_parts(str(root / "out" / "live"), 10, 5, start=100, manifest=False)
@@ -92,6 +92,7 @@ def manager(tmp_path_factory):
             created_at=now,
         )
     )
+    runs.store.put(RunRecord(id=QUEUED, request=_request(root / "out" / "queued"), created_at=now))
     runs.root = root
     return runs
 
@@ -239,9 +240,11 @@ def test_a_run_page_of_a_two_predictor_program(client, manager):
 def test_pages_of_rows_and_bad_requests(client):
     _login(client)
     assert "rows 1–10 of 10" in client.get(f"/viewer/runs/{LIVE}").text
-    assert client.get(f"/viewer/runs/{LIVE}?offset=50").status_code == 200
+    assert "no rows past row 10" in client.get(f"/viewer/runs/{LIVE}?offset=50").text
     assert client.get(f"/viewer/runs/{LIVE}?min_reward=abc").status_code == 400
     assert client.get(f"/viewer/runs/{LIVE}?min_reward=nan").status_code == 400
+    queued = client.get(f"/viewer/runs/{QUEUED}")
+    assert queued.status_code == 200 and "no rollout matches" in queued.text and "state-pending" in queued.text
     assert client.get("/viewer/runs/run-nope").status_code == 404
     assert client.get(f"/viewer/runs/{LIVE}/rollouts/{'0' * 32}").status_code == 404
 
