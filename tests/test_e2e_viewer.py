@@ -132,7 +132,7 @@ def test_a_browser_signs_in_filters_by_reward_and_opens_a_trace(service_run, tmp
         page.goto(f"{base}/viewer/")
         assert page.url.startswith(f"{base}/viewer/login?next=")  # signed out: the login form
         page.fill("#token", TOKEN)
-        page.click("button[type=submit]")
+        page.click(".login button[type=submit]")
         page.wait_for_url(f"{base}/viewer/")
         cookie = next(c for c in context.cookies() if c["name"] == "raydspy_viewer")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and TOKEN not in cookie["value"]
@@ -148,7 +148,7 @@ def test_a_browser_signs_in_filters_by_reward_and_opens_a_trace(service_run, tmp
         assert page.locator("tr[data-rollout]").count() == len(rows) == 8
         _screenshot(page, tmp_path, "viewer.png")
 
-        best = max(rewards)
+        best = max(r["reward"] for r in rows if r["error"] is None and r["reward"] is not None)
         page.fill("input[name=min_reward]", repr(best))
         page.click(".filters button[type=submit]")
         page.wait_for_url(lambda url: "min_reward=" in url)
@@ -156,9 +156,9 @@ def test_a_browser_signs_in_filters_by_reward_and_opens_a_trace(service_run, tmp
         shown = page.eval_on_selector_all("tr[data-rollout]", "rows => rows.map(r => r.dataset.rollout)")
         assert shown == [r["rollout_id"] for r in wanted]
 
-        page.click("tr[data-rollout] a.open >> nth=0")
+        row = next(r for r in wanted if r["error"] is None)
+        page.click(f"tr[data-rollout='{row['rollout_id']}'] a.open")
         page.wait_for_url(lambda url: "/rollouts/" in url)
-        row = next(r for r in rows if r["rollout_id"] == shown[0])
         predictors = page.locator("code.predictor").all_text_contents()
         completions = page.locator("pre.completion").all_text_contents()
         assert predictors == [call["predictor"] for call in row["trace"]] == ["extract", "confirm"]

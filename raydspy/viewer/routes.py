@@ -88,7 +88,7 @@ def viewer_router(source: RunSource, auth: ViewerAuth) -> APIRouter:
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
     def page(request: Request, name: str, context: dict[str, Any], code: int = 200) -> HTMLResponse:
-        context = {"base": base_path(request), "auth": auth, **context}
+        context = {"base": base_path(request), "signed_in": auth.required and auth.allowed(request), **context}
         return TEMPLATES.TemplateResponse(request, name, context, status_code=code, headers=HEADERS)
 
     def signed_in_page(request: Request) -> None:
