@@ -346,7 +346,7 @@ def test_through_ray_serve_under_its_route_prefix(ray_local, manager):
         assert first.status_code == 303
         assert first.headers["location"].startswith("/raydspy-viewer/viewer/login?next=%2Fraydspy-viewer%2Fviewer")
         with requests.Session() as browser:
-            form = browser.get(base + first.headers["location"], timeout=30)
+            form = browser.get(f"http://127.0.0.1:{port}" + first.headers["location"], timeout=30)
             assert form.status_code == 200 and 'action="/raydspy-viewer/viewer/login"' in form.text
             next_path = re.search(r'name="next" value="([^"]+)"', form.text)[1]
             page = browser.post(f"{base}/viewer/login", data={"token": TOKEN, "next": unescape(next_path)}, timeout=30)
