@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -279,3 +281,10 @@ def test_a_folder_of_outputs_is_a_run_each_and_its_state_comes_from_the_files(tm
         source.run("notes")
     single = FolderRuns(str(tmp_path / "b"))
     assert [r.id for r in single.runs()] == ["b"]
+
+
+def test_the_viewer_runs_without_ray():
+    """``raydspy view`` is for a laptop too: the viewer's modules load no Ray."""
+    script = "import raydspy.viewer, raydspy.cli.view, sys; print('ray' in {m.split('.')[0] for m in sys.modules})"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"
