@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
@@ -114,10 +115,17 @@ class OutputView:
         return pads.dataset(files, filesystem=self.location.filesystem, format="parquet", schema=ROLLOUT_SCHEMA)
 
     def _read(self, what: str, call, *args, **kwargs):
+        """``call(*args, **kwargs)``, its I/O and Parquet errors raised as `StorageError`."""
         try:
             return call(*args, **kwargs)
-        except OSError as e:
+        except (OSError, pa.ArrowException) as e:
             raise StorageError(f"cannot read {what} under {self.uri!r}: {e}") from e
+
+    def _summarize(self, path: str) -> Totals:
+        return summarize_batches(self._dataset([path]).to_batches(columns=OVERVIEW_COLUMNS))
+
+    def _list_rows(self, path: str, flt: RolloutFilter) -> pa.Table:
+        return self._dataset([path]).to_table(columns=LIST_COLUMNS, filter=flt.expression())
 
     # -- the summary ---------------------------------------------------------------------
 
@@ -129,8 +137,7 @@ class OutputView:
             with self._lock:
                 cached = self._totals.get(path)
             if cached is None:
-                batches = self._dataset([path]).to_batches(columns=OVERVIEW_COLUMNS)
-                cached = self._read(path, summarize_batches, batches)
+                cached = self._read(path, self._summarize, path)
                 with self._lock:
                     if len(self._totals) >= self._max_counts:
                         self._totals.clear()
@@ -147,8 +154,12 @@ class OutputView:
             key = (tuple(files), bins)
             bars = self._bars.get(key)
             if bars is None:
-                rewards = (b.column("reward") for b in self._dataset(files).to_batches(columns=["reward"]))
-                bars = self._read("rewards", binned_bars, totals, rewards, bins)
+
+                def read() -> list[Bar]:
+                    batches = self._dataset(files).to_batches(columns=["reward"])
+                    return binned_bars(totals, (b.column("reward") for b in batches), bins)
+
+                bars = self._read("rewards", read)
                 self._bars = {key: bars}  # only the latest set of files is asked for again
         return totals, bars
 
@@ -166,7 +177,7 @@ class OutputView:
                 path, lambda: pq.ParquetFile(path, filesystem=self.location.filesystem).metadata.num_rows
             )
         else:
-            count = self._read(path, self._dataset([path]).count_rows, filter=expression)
+            count = self._read(path, lambda: self._dataset([path]).count_rows(filter=expression))
         with self._lock:
             if len(self._counts) >= self._max_counts:
                 self._counts.clear()
@@ -188,7 +199,7 @@ class OutputView:
             if skip >= count:
                 skip -= count
                 continue
-            table = self._read(path, self._dataset([path]).to_table, columns=LIST_COLUMNS, filter=flt.expression())
+            table = self._read(path, self._list_rows, path, flt)
             part = relative_name(self.location, path)
             for row in table.slice(skip, limit - len(rows)).to_pylist():
                 rows.append(_decode(row) | {"part": part})
