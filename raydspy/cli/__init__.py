@@ -4,6 +4,7 @@
 | ---------- | --------------------------------------------------------------------- |
 | `main`     | the parser, ``collect``, ``demo``, ``teacher up``; dispatch           |
 | `distill`  | ``export``, ``train``, ``evaluate``                                   |
+| `view`     | ``view``: the rollout viewer over an output folder                    |
 | `common`   | what every command shares: the task flags, Ray start-up, the console  |
 | `progress` | the live bar on a terminal, periodic lines in logs                    |
 

@@ -1,5 +1,5 @@
-"""The ``raydspy`` command line: ``collect``, ``demo``, ``teacher up``, and the distillation commands
-(``export``, ``train``, ``evaluate``: `raydspy.cli.distill`).
+"""The ``raydspy`` command line: ``collect``, ``demo``, ``teacher up``, the distillation commands
+(``export``, ``train``, ``evaluate``: `raydspy.cli.distill`) and ``view`` (`raydspy.cli.view`).
 
 This is raydspy's entry point for side effects: it reads the environment, starts or joins Ray,
 deploys the teacher when asked, and turns raydspy's errors into one-line messages (exit 2).
@@ -28,6 +28,7 @@ from rich.table import Table
 
 from raydspy.cli import common
 from raydspy.cli import distill as distill_cli
+from raydspy.cli import view as view_cli
 from raydspy.cli.common import add_task_args, init_ray, stop_on_sigterm, task_from_args
 from raydspy.cli.flags import add_run_flags, add_teacher_flags, pipeline_from, teacher_from
 from raydspy.errors import RaydspyError
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of a local Ray (default: %(default)s)")
     distill_cli.add_commands(sub)  # export, train, evaluate
+    view_cli.add_view_command(sub)
     return parser
 
 
@@ -141,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command in distill_cli.COMMANDS:
             return distill_cli.run(args)
+        if args.command == "view":
+            return view_cli.run_view(args)
         return _teacher_up(args)
     except RaydspyError as e:
         common.console.print(f"[bold red]error:[/] {e}")

@@ -22,6 +22,9 @@ from raydspy.service.limits import BodySizeLimit
 from raydspy.service.policy import PolicyError
 from raydspy.service.schemas import RolloutPreview, RunCreated, RunList, RunRequest, RunStatus
 from raydspy.service.store import RunNotFound
+from raydspy.viewer.app import install_viewer
+from raydspy.viewer.auth import ViewerAuth
+from raydspy.viewer.sources import ServiceRuns
 
 __all__ = ["create_app", "router"]
 
@@ -93,7 +96,8 @@ def _error(code: int):
 
 
 def create_app(runs: RunManager) -> FastAPI:
-    """The FastAPI app serving ``runs`` (OpenAPI docs at ``/docs``)."""
+    """The FastAPI app serving ``runs`` (OpenAPI docs at ``/docs``; the rollout viewer at ``/viewer/``,
+    behind the same token: `raydspy.viewer`)."""
     app = FastAPI(
         title="raydspy",
         version="1",
@@ -102,6 +106,7 @@ def create_app(runs: RunManager) -> FastAPI:
     )
     app.state.manager = runs
     app.include_router(router)
+    install_viewer(app, ServiceRuns(runs), ViewerAuth(runs.settings.token.get_secret_value()))
     app.add_middleware(BodySizeLimit, max_bytes=runs.settings.max_body_bytes)
     app.add_exception_handler(PolicyError, _error(status.HTTP_403_FORBIDDEN))
     app.add_exception_handler(RunNotFound, _error(status.HTTP_404_NOT_FOUND))

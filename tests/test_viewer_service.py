@@ -1,0 +1,357 @@
+"""The viewer inside the HTTP service (`raydspy.service.api.create_app`) through FastAPI's
+TestClient: the service's token guards every page (header, or the login form's session cookie,
+never the token in a URL), and the pages render runs of an orders-like two-predictor program
+whose outputs were committed by raydspy's writers. One test goes through Ray Serve's proxy
+under a route prefix; one starts ``raydspy view`` as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from html import unescape
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+from viewer_outputs import record, write_parts
+
+from raydspy.core.storage import resolve
+from raydspy.pipeline.summary import read_rollouts
+from raydspy.service.api import create_app
+from raydspy.service.dispatch import RunManager
+from raydspy.service.runs import RunRecord, utcnow
+from raydspy.service.schemas import RunRequest, RunState
+from raydspy.service.settings import ServiceSettings
+from raydspy.viewer.auth import SESSION_COOKIE, ViewerAuth
+
+TOKEN = "viewer-token-5f2c9a"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+DONE, LIVE, QUEUED = "run-20260101-000000-aaaaaaaa", "run-20260101-000100-bbbbbbbb", "run-20260101-000200-cccccccc"
+VIEWER = Path(__file__).resolve().parent.parent / "raydspy" / "viewer"
+
+
+def _request(output: Path) -> RunRequest:
+    return RunRequest(
+        program="raydspy.programs.orders:program",
+        rewards="raydspy.programs.orders:rewards",
+        input_uri=str(output.parent.parent / "in" / "train.jsonl"),
+        output_uri=str(output),
+        n=2,
+    )
+
+
+def _settings(root: Path) -> ServiceSettings:
+    return ServiceSettings.load(
+        dict(
+            token=TOKEN,
+            input_prefixes=[str(root / "in")],
+            output_prefixes=[str(root / "out")],
+            teacher_prefixes=["http://127.0.0.1:"],
+            state_uri=str(root / "state"),
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory):
+    """A run manager with three runs of an orders-like program: one finished (24 rollouts), one
+    still running (10 of 40 committed), one queued (its output does not exist yet)."""
+    root = tmp_path_factory.mktemp("viewer-service")
+    write_parts(str(root / "out" / "done"), 24, 10)
+    write_parts(str(root / "out" / "live"), 10, 5, start=100, manifest=False)
+    runs = RunManager(_settings(root))
+    done = read_rollouts(resolve(str(root / "out" / "done")))
+    summary = {"rows": done.num_rows, "error_rows": 5, "mean_reward": 0.45, "rollouts_per_s": 3.5}
+    now = utcnow()
+    runs.store.put(
+        RunRecord(
+            id=DONE,
+            request=_request(root / "out" / "done"),
+            state=RunState.SUCCEEDED,
+            planned=24,
+            summary=summary,
+            created_at=now,
+            started_at=now,
+            finished_at=now,
+        )
+    )
+    runs.store.put(
+        RunRecord(
+            id=LIVE,
+            request=_request(root / "out" / "live"),
+            state=RunState.RUNNING,
+            planned=40,
+            dispatched_at=now,
+            started_at=now,
+            created_at=now,
+        )
+    )
+    runs.store.put(RunRecord(id=QUEUED, request=_request(root / "out" / "queued"), created_at=now))
+    runs.root = root
+    return runs
+
+
+@pytest.fixture
+def client(manager):
+    with TestClient(create_app(manager), follow_redirects=False) as c:
+        yield c
+
+
+def _login(client: TestClient, next_path: str = "/viewer/") -> None:
+    response = client.post("/viewer/login", data={"token": TOKEN, "next": next_path})
+    assert response.status_code == 303, response.text
+
+
+def _urls(html: str) -> list[str]:
+    return [unescape(u) for u in re.findall(r'(?:href|src|action)="([^"]*)"', html)]
+
+
+# -- who may see it ----------------------------------------------------------------------------
+
+
+def test_pages_redirect_to_the_login_form_and_fragments_answer_401_without_the_token(client):
+    rollout = record(0).rollout_id
+    for path in ["/viewer/", f"/viewer/runs/{DONE}", f"/viewer/runs/{DONE}/rollouts/{rollout}?part=x"]:
+        response = client.get(path)
+        assert response.status_code == 303, path
+        location = urlsplit(response.headers["location"])
+        assert location.path == "/viewer/login" and parse_qs(location.query)["next"] == [path]
+        assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 303
+        assert client.get(path, headers=AUTH).status_code == 200, path
+    for path in ["/viewer/partials/runs", f"/viewer/partials/runs/{LIVE}"]:
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers=AUTH).status_code == 200
+    assert client.get("/", headers=AUTH).headers["location"] == "/viewer/"
+    # The vendored script and the stylesheet are public (nothing private in them).
+    assert client.get("/viewer/static/vendor/chart.umd.min.js").status_code == 200
+    assert client.get("/viewer/static/style.css").status_code == 200
+
+
+def test_the_login_form_posts_the_token_and_sets_an_httponly_strict_session_cookie(client):
+    form = client.get("/viewer/login?next=/viewer/runs/" + DONE)
+    assert form.status_code == 200
+    assert re.search(r'<form method="post" action="/viewer/login">', form.text)
+    assert 'type="password"' in form.text and f'value="/viewer/runs/{DONE}"' in form.text
+
+    wrong = client.post("/viewer/login", data={"token": "nope", "next": "/viewer/"})
+    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers and "not the token" in wrong.text
+
+    response = client.post("/viewer/login", data={"token": TOKEN, "next": f"/viewer/runs/{DONE}"})
+    assert response.status_code == 303 and response.headers["location"] == f"/viewer/runs/{DONE}"
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{SESSION_COOKIE}=") and TOKEN not in cookie
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert {"httponly", "samesite", "path", "max-age"} <= attributes
+    assert "samesite=strict" in cookie.lower() and "path=/viewer" in cookie.lower()
+
+    assert client.get(f"/viewer/runs/{DONE}").status_code == 200  # the cookie alone is enough
+    assert client.get("/v1/runs").status_code == 401  # ... for the pages, not for the API
+    value = client.cookies[SESSION_COOKIE]
+    client.cookies.clear()
+    forged = value[:-1] + ("1" if value.endswith("0") else "0")
+    assert client.get("/viewer/", headers={"Cookie": f"{SESSION_COOKIE}={forged}"}).status_code == 303
+    assert client.get("/viewer/", headers={"Cookie": f"{SESSION_COOKIE}={value}"}).status_code == 200
+
+    _login(client)
+    assert client.post("/viewer/logout").status_code == 303
+    assert client.get("/viewer/").status_code == 303
+
+
+@pytest.mark.parametrize("target", ["https://elsewhere.example/", "//elsewhere.example/viewer/", "/v1/runs", "/viewer"])
+def test_after_login_the_browser_stays_in_the_viewer(client, target):
+    response = client.post("/viewer/login", data={"token": TOKEN, "next": target})
+    assert response.headers["location"] == "/viewer/"
+
+
+def test_the_token_is_never_in_a_url_or_a_page(client):
+    _login(client)
+    seen = []
+    for path in ["/viewer/login", "/viewer/", f"/viewer/runs/{DONE}", f"/viewer/runs/{DONE}?error=(any)"]:
+        response = client.get(path)
+        assert TOKEN not in response.text
+        seen += _urls(response.text)
+    rollout = next(u for u in seen if "/rollouts/" in u)
+    page = client.get(rollout)
+    assert page.status_code == 200 and TOKEN not in page.text
+    seen += _urls(page.text) + [rollout]
+    assert seen and not [u for u in seen if TOKEN in u]
+
+
+def test_a_session_lapses_and_dies_with_the_token():
+    auth = ViewerAuth(TOKEN, session_s=60)
+    value = auth.session(now=1_000.0)
+    assert auth.valid_session(value, now=1_059.0) and not auth.valid_session(value, now=1_061.0)
+    assert not ViewerAuth("another token").valid_session(value, now=1_000.0)
+    assert not auth.valid_session(value.replace(".", ".0", 1), now=1_000.0)
+    assert not auth.valid_session(f"9999999999.{value.split('.')[1]}", now=1_000.0)  # a later expiry, same MAC
+    assert not ViewerAuth(None).valid_session(value) and ViewerAuth(None).required is False
+
+
+# -- what it shows -----------------------------------------------------------------------------
+
+
+def test_the_runs_list_shows_state_and_progress_and_its_rows_refresh(client):
+    _login(client)
+    page = client.get("/viewer/").text
+    assert 'data-poll="/viewer/partials/runs"' in page
+    rows = client.get("/viewer/partials/runs").text
+    assert DONE in rows and LIVE in rows and "state-succeeded" in rows and "state-running" in rows
+    assert '<progress value="10" max="40">' in rows and "10 / 40" in rows and "24 / 24" in rows
+    assert "data-final" in client.get(f"/viewer/partials/runs/{DONE}").text  # an ended run stops polling
+    assert "data-final" not in client.get(f"/viewer/partials/runs/{LIVE}").text
+
+
+def test_a_run_page_of_a_two_predictor_program(client, manager):
+    _login(client)
+    page = client.get(f"/viewer/runs/{DONE}")
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"].startswith("default-src 'self'; script-src 'self'")
+    assert page.headers["cache-control"] == "no-store"
+    assert "/viewer/static/vendor/chart.umd.min.js" in page.text and "rows 1–24 of 24" in page.text
+    charts = json.loads(re.search(r'<script type="application/json" id="chart-data">(.*?)</script>', page.text)[1])
+    rows = read_rollouts(resolve(str(manager.root / "out" / "done"))).to_pylist()
+    assert sum(charts["histogram"]["counts"]) == sum(r["reward"] is not None for r in rows)
+    assert set(charts["errors"]["labels"]) == {r["error"].split(":")[0] for r in rows if r["error"]}
+    for field in ("city", "quantity", "item", "reply"):  # the program's own output fields
+        assert f"<b>{field}</b>" in page.text
+
+    top = client.get(f"/viewer/runs/{DONE}?min_reward=1&max_reward=&error=(none)&example_id=").text
+    expected = [r for r in rows if r["reward"] == 1.0 and r["error"] is None]
+    assert f"rows 1–{len(expected)} of {len(expected)}" in top
+    assert re.findall(r'data-rollout="(\w+)"', top) == [r["rollout_id"] for r in expected]
+
+    link = next(u for u in _urls(top) if "/rollouts/" in u)
+    trace = client.get(link)
+    row = next(r for r in rows if r["rollout_id"] == link.split("/rollouts/")[1].split("?")[0])
+    assert trace.status_code == 200
+    assert re.findall(r'<code class="predictor">(\w+)</code>', trace.text) == ["extract", "confirm"]
+    completions = [unescape(c) for c in re.findall(r'<pre class="completion">(.*?)</pre>', trace.text, re.S)]
+    assert completions == [call["completion"] for call in row["trace"]]
+    assert "&lt;b&gt;" in trace.text  # the completion's markup is shown, not rendered
+    assert "back=min_reward" in link and 'href="/viewer/runs/' + DONE + "?min_reward=1.0" in trace.text
+
+
+def test_pages_of_rows_and_bad_requests(client):
+    _login(client)
+    assert "rows 1–10 of 10" in client.get(f"/viewer/runs/{LIVE}").text
+    assert "no rows past row 10" in client.get(f"/viewer/runs/{LIVE}?offset=50").text
+    assert client.get(f"/viewer/runs/{LIVE}?min_reward=abc").status_code == 400
+    assert client.get(f"/viewer/runs/{LIVE}?min_reward=nan").status_code == 400
+    queued = client.get(f"/viewer/runs/{QUEUED}")
+    assert queued.status_code == 200 and "no rollout matches" in queued.text and "state-pending" in queued.text
+    assert client.get("/viewer/runs/run-nope").status_code == 404
+    assert client.get(f"/viewer/runs/{LIVE}/rollouts/{'0' * 32}").status_code == 404
+
+
+def test_under_a_route_prefix_every_link_and_the_cookie_stay_under_it(manager):
+    with TestClient(create_app(manager), root_path="/raydspy", follow_redirects=False) as c:
+        response = c.get("/raydspy/viewer/runs/" + DONE)
+        assert response.headers["location"].startswith("/raydspy/viewer/login?next=%2Fraydspy%2Fviewer%2Fruns%2F")
+        login = c.post("/raydspy/viewer/login", data={"token": TOKEN, "next": f"/raydspy/viewer/runs/{DONE}"})
+        assert login.headers["location"] == f"/raydspy/viewer/runs/{DONE}"
+        assert "path=/raydspy/viewer" in login.headers["set-cookie"].lower()
+        page = c.get(f"/raydspy/viewer/runs/{DONE}", headers=AUTH)
+        assert [u for u in _urls(page.text) if u.startswith("/")] and all(
+            u.startswith("/raydspy/viewer") for u in _urls(page.text) if u.startswith("/")
+        )
+
+
+def test_the_vendored_chart_library_is_the_locked_version_with_its_licenses():
+    lock = json.loads((VIEWER / "frontend" / "package-lock.json").read_text())
+    wanted = json.loads((VIEWER / "frontend" / "package.json").read_text())["dependencies"]["chart.js"]
+    version = lock["packages"]["node_modules/chart.js"]["version"]
+    assert version == wanted
+    bundle = (VIEWER / "static" / "vendor" / "chart.umd.min.js").read_text()
+    assert bundle.startswith(f"/*!\n * Chart.js v{version}\n") and "Released under the MIT License" in bundle[:300]
+    for name in ("chart.js.LICENSE.md", "kurkle-color.LICENSE.md"):
+        assert "MIT License" in (VIEWER / "static" / "vendor" / name).read_text()
+
+
+# -- raydspy view, and the service on Ray Serve --------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "raydspy.cli.main", "view", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _get(url: str, **kwargs):
+    import requests
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return requests.get(url, timeout=10, allow_redirects=False, **kwargs)
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize("token", [None, "cli-token"])
+def test_raydspy_view_serves_a_folder_of_outputs(manager, token):
+    port = _free_port()
+    process = _serve_cli(
+        [str(manager.root / "out"), "--port", str(port)], {"RAYDSPY_VIEW_TOKEN": token} if token else {}
+    )
+    try:
+        page = _get(f"http://127.0.0.1:{port}/viewer/")
+        if token:
+            assert page.status_code == 303 and "/viewer/login" in page.headers["location"]
+            page = _get(f"http://127.0.0.1:{port}/viewer/", headers={"Authorization": f"Bearer {token}"})
+        assert page.status_code == 200 and "/viewer/runs/done" in page.text and "/viewer/runs/live" in page.text
+        run = _get(
+            f"http://127.0.0.1:{port}/viewer/runs/done?error=(any)",
+            cookies={},
+            headers=({"Authorization": f"Bearer {token}"} if token else {}),
+        )
+        assert run.status_code == 200 and "(filtered)" in run.text
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/viewer/" in output
+
+
+def test_through_ray_serve_under_its_route_prefix(ray_local, manager):
+    import requests
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    from raydspy.service.app import build_app
+
+    settings = _settings(manager.root).model_dump(mode="json") | {"token": TOKEN}
+    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    port = _get_global_client().http_config.port
+    serve.run(build_app(settings), name="raydspy-viewer", route_prefix="/raydspy-viewer")
+    base = f"http://127.0.0.1:{port}/raydspy-viewer"
+    try:
+        first = requests.get(f"{base}/viewer/runs/{DONE}", timeout=30, allow_redirects=False)
+        assert first.status_code == 303
+        assert first.headers["location"].startswith("/raydspy-viewer/viewer/login?next=%2Fraydspy-viewer%2Fviewer")
+        with requests.Session() as browser:
+            form = browser.get(f"http://127.0.0.1:{port}" + first.headers["location"], timeout=30)
+            assert form.status_code == 200 and 'action="/raydspy-viewer/viewer/login"' in form.text
+            next_path = re.search(r'name="next" value="([^"]+)"', form.text)[1]
+            page = browser.post(f"{base}/viewer/login", data={"token": TOKEN, "next": unescape(next_path)}, timeout=30)
+            assert page.status_code == 200 and page.url == f"{base}/viewer/runs/{DONE}"
+            assert "rows 1–24 of 24" in page.text and TOKEN not in page.url
+            assert browser.get(f"{base}/viewer/static/vendor/chart.umd.min.js", timeout=30).status_code == 200
+    finally:
+        serve.delete("raydspy-viewer")
