@@ -2,18 +2,21 @@
 
 A command shows its progress, short status lines, its summary and one ``logs:`` line. What Ray,
 Ray Data, Ray Serve, vLLM, DSPy, LiteLLM and the rest write in this process goes to
-``raydspy-<command>-<pid>.log`` in Ray's session log folder, beside the logs of Ray's workers and
+``raydspy-<command>-<random>.log`` in Ray's session log folder, beside the logs of Ray's workers and
 Serve's replicas (the teacher's vLLM logs: ``serve/``, ``worker-*``) and Ray Data's (``ray-data/``).
 ``-v/--verbose`` shows them on the terminal instead, as Python's and Ray's defaults do.
 
 Why file descriptors and not only `logging`: Ray, Ray Data, DSPy, LiteLLM and vLLM give their
-loggers handlers of their own that do not propagate (Ray Data installs its console handler again
-whenever ``ray.data`` is imported); some handlers hold the stream they were made with; Python
-warnings, tqdm bars, ``print`` and C++ code (gRPC, Ray's core worker) write to stdout and stderr
-directly. So `route_logs` points descriptors 1 and 2 at the log file while the command runs and
-gives raydspy's consoles duplicates of the original descriptors, the terminal. rich's live displays
-must then leave ``sys.stdout`` and ``sys.stderr`` alone (`raydspy.cli.progress.live_redirects`), or
-they would carry the libraries' output back to the terminal.
+loggers handlers of their own that do not propagate (Ray Data installs its console handler when
+``ray.data`` is first imported, often after the command has started); some handlers hold the
+stream they were made with; Python warnings, tqdm bars, ``print`` and C++ code (gRPC, Ray's core
+worker) write to stdout and stderr directly. So `route_logs` points descriptors 1 and 2 at the log
+file while the command runs and gives raydspy's consoles duplicates of the original descriptors,
+the terminal. rich's live displays must then leave ``sys.stdout`` and ``sys.stderr`` alone
+(`raydspy.cli.progress.live_redirects`), or they would carry the libraries' output back to the
+terminal. Serve's replicas and Ray's workers (vLLM runs in one) are other processes: a local Ray
+started with ``log_to_driver=False`` (`raydspy.cli.common.init_ray`) leaves their logs in the
+session's files.
 
 What still reaches the terminal is what a user must act on (`Actionable`). Nothing here runs on
 import: `raydspy.cli.main.main` enters `route_logs` once, and `raydspy.cli.common.init_ray` calls
@@ -223,7 +226,7 @@ class LogRoute:
             self._undo.callback(setattr, context, "enable_progress_bars", context.enable_progress_bars)
             context.enable_progress_bars = False
             if session_logs is not None and self.log_file is not None:
-                target = session_logs / f"raydspy-{self.command}-{os.getpid()}.log"
+                target = session_logs / self.log_file.name  # unique: two commands may share a session
                 with contextlib.suppress(OSError):  # another file system: the file stays where it is
                     self.log_file.rename(target)
                     self.log_file = target
@@ -266,7 +269,7 @@ def route_logs(
     """Route this process's output for one command (`raydspy.cli.main.main` enters it once).
 
     Args:
-        command: the command's name, in the log file's name (``raydspy-collect-<pid>.log``).
+        command: the command's name, in the log file's name (``raydspy-collect-<random>.log``).
         verbose: leave the libraries' logs on the terminal (``-v``): nothing is redirected.
         console: where raydspy's messages and `Actionable` records go (stderr's console).
         consoles: other consoles that must keep writing to the terminal (stdout's, for summaries).
@@ -276,7 +279,7 @@ def route_logs(
 
     Example:
         >>> with route_logs("collect", verbose=False, console=Console(stderr=True)) as route:  # doctest: +SKIP
-        ...     init_ray(None, 8)  # prints "logs: /tmp/ray/session_.../logs (raydspy-collect-4242.log: ...)"
+        ...     init_ray(None, 8)  # prints "logs: /tmp/ray/session_.../logs (raydspy-collect-k2j4.log: ...)"
     """
     global _active
     route = LogRoute(command, verbose=verbose, console=console, consoles=consoles)
