@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO
 
 from rich.console import Console
+from rich.text import Text
 
 __all__ = ["Actionable", "TerminalHandler", "LogRoute", "route_logs", "ray_started"]
 
@@ -96,10 +97,10 @@ class TerminalHandler(logging.Handler):
             text = record.getMessage()
             if record.exc_info and record.exc_info[1] is not None:
                 text += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
-            level = record.levelname.lower()
             style = "red" if record.levelno >= logging.ERROR else "yellow"
-            self.console.print(f"[{style}]{level}:[/] ", end="", highlight=False)
-            self.console.print(text, markup=False, highlight=False)
+            self.console.print(
+                Text.assemble((f"{record.levelname.lower()}: ", style), text), highlight=False, soft_wrap=True
+            )
         except Exception:
             self.handleError(record)
 
@@ -170,7 +171,7 @@ class LogRoute:
         if self.log_file.stat().st_size == 0 and self.folder is None:
             self.log_file.unlink()
         elif not self._announced:
-            self.console.print(f"logs: {self.log_file}", highlight=False)
+            self.console.print(f"logs: {self.log_file}", highlight=False, soft_wrap=True)
 
     def _keep_on_terminal(self, console: Console) -> None:
         """Bind ``console`` to a duplicate of the descriptor it writes to now, so that it keeps
@@ -235,11 +236,21 @@ class LogRoute:
             return
         self._announced = True
         if self.verbose:
-            self.console.print(f"logs: {self.folder} (Ray's, Serve's and the workers')", highlight=False)
+            self.console.print(
+                f"logs: {self.folder} (Ray's, Serve's and the workers')", highlight=False, soft_wrap=True
+            )
         elif self.log_file is not None and self.log_file.parent == self.folder:
-            self.console.print(f"logs: {self.folder} ({self.log_file.name}: this command; -v prints them here)")
+            self.console.print(
+                f"logs: {self.folder} ({self.log_file.name}: this command; -v prints them here)",
+                highlight=False,
+                soft_wrap=True,
+            )
         else:
-            self.console.print(f"logs: {self.folder} (this command: {self.log_file}; -v prints them here)")
+            self.console.print(
+                f"logs: {self.folder} (this command: {self.log_file}; -v prints them here)",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 def _fd_of(stream: IO[str]) -> int | None:

@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return distill_cli.run(args)
             return _teacher_up(args)
         except RaydspyError as e:
-            common.console.print(f"[bold red]error:[/] {e}")
+            common.console.print(f"[bold red]error:[/] {e}", soft_wrap=True)  # one line, also in logs
             return 2
         except KeyboardInterrupt:
             common.console.print("[yellow]interrupted[/]")
