@@ -25,7 +25,9 @@ pytestmark = pytest.mark.ray  # each command starts its own local Ray, as the CL
 REPO = Path(__file__).resolve().parents[1]
 
 #: Lines of Ray's, Ray Data's and Serve's own logs, as they look on a terminal (text or JSON).
-LIBRARY_LINES = re.compile(r"\bINFO\b|\bDEBUG\b|^\s*\{|Running Dataset|Registered dataset logger|Started a local Ray")
+LIBRARY_LINES = re.compile(
+    r"\bINFO\b|\bDEBUG\b|^\s*\{|Running Dataset|Starting execution of Dataset|Execution plan|Started a local Ray"
+)
 
 #: What raydspy itself prints on stderr in a run: its status lines, the progress lines it prints
 #: off a terminal (`raydspy.cli.progress.ProgressDisplay`), and where the logs are.
@@ -71,14 +73,14 @@ def test_collect_prints_progress_summary_and_where_the_logs_are(tmp_path):
     assert (folder / "ray-data" / "ray-data.log").is_file()  # Ray Data's own log file
     (own,) = folder.glob("raydspy-collect-*.log")  # this command's: what it kept off the terminal
     log = own.read_text()
-    assert "Started a local Ray instance" in log and "Registered dataset logger" in log, log[-3000:]
+    assert "Started a local Ray instance" in log and "Starting execution of Dataset" in log, log[-3000:]
 
 
 def test_verbose_shows_the_libraries_logs(tmp_path):
     with FakeOpenAI(reply=_orders_teacher) as teacher:
         done = _collect(tmp_path / "out", teacher.url, "--verbose")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Started a local Ray instance" in done.stderr and "Registered dataset logger" in done.stderr
+    assert "Started a local Ray instance" in done.stderr and "Starting execution of Dataset" in done.stderr
     assert "raydspy run summary" in done.stdout
     folder = _logs_folder(done.stderr)  # the workers' and Serve's logs are still only there
     assert folder.is_dir() and not list(folder.glob("raydspy-collect-*.log"))
