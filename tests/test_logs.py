@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # What a command does in the child process: raydspy's status line and summary, and the kinds of
 # output the libraries make (a non-propagating logger with its own stderr handler, as Ray's has;
-# a Python warning; print; a write to descriptor 2 from outside Python's streams, as C++ does).
+# a Python warning; print; a write to descriptor 2 from outside Python's streams, as C++ does; the
+# root logger's handlers replaced, as importing Ray Serve LLM does).
 SCRIPT = textwrap.dedent(
     """
     import logging, os, sys, warnings
@@ -42,6 +43,7 @@ SCRIPT = textwrap.dedent(
         warnings.warn("a deprecated keyword", DeprecationWarning)
         print("Give Feedback / Get Help")
         os.write(2, b"E0000 fork_posix.cc: Other threads are currently calling into gRPC\\n")
+        logging.getLogger().handlers = [logging.StreamHandler()]  # as importing Ray Serve LLM does
         logging.getLogger("raydspy.pipeline.driver").warning("skipping 2 invalid rows; listed in bad.jsonl")
         logging.getLogger("raydspy.pipeline.driver").info("plan: 4 rollouts")
         common.out.print("raydspy run summary")

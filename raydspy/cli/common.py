@@ -16,8 +16,9 @@ from rich.console import Console
 
 __all__ = ["add_task_args", "add_cluster_args", "task_from_args", "console", "out", "init_ray", "stop_on_sigterm"]
 
-#: Where every command writes its progress and messages (stderr: stdout stays for data).
-console = Console(stderr=True)
+#: Where every command writes its progress and messages (stderr: stdout stays for data). A message
+#: is one line however long (soft wrap): the terminal wraps it, and logs stay one line a message.
+console = Console(stderr=True, soft_wrap=True)
 #: Where a command's result goes (stdout): the run summary.
 out = Console()
 

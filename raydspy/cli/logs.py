@@ -18,9 +18,13 @@ terminal. Serve's replicas and Ray's workers (vLLM runs in one) are other proces
 started with ``log_to_driver=False`` (`raydspy.cli.common.init_ray`) leaves their logs in the
 session's files.
 
-What still reaches the terminal is what a user must act on (`Actionable`). Nothing here runs on
-import: `raydspy.cli.main.main` enters `route_logs` once, and `raydspy.cli.common.init_ray` calls
-`ray_started`.
+What still reaches the terminal is what a user must act on (`Actionable`). Messages Ray pushes to
+the driver (``(raylet) ...``: too many workers starting at once, a task retried) are printed to
+stdout by Ray and stay in the file: they are about Ray's internals, and a failure that stops a run
+reaches the user as the command's own error.
+
+Nothing here runs on import: `raydspy.cli.main.main` enters `route_logs` once, and
+`raydspy.cli.common.init_ray` calls `ray_started`.
 """
 
 from __future__ import annotations
@@ -49,8 +53,11 @@ ACT_ON: tuple[tuple[str, str], ...] = (
     ("ray.data", "may hang forever"),
 )
 
-#: The loggers that keep their own handlers and do not propagate to the root logger, where
-#: `TerminalHandler` also listens: Ray's ("ray", with ``ray.serve`` below it) and Ray Data's.
+#: Where the libraries' `TerminalHandler` listens: the root logger, and the loggers that keep their
+#: own handlers and do not propagate to it: Ray's ("ray", with ``ray.serve`` below it) and Ray
+#: Data's. raydspy's own records have a handler on the "raydspy" logger: Ray Serve LLM empties the
+#: root logger's handlers when it is imported (``ray.llm._internal.serve.observability``: the demo
+#: and ``evaluate`` import it to deploy), and raydspy's warnings must survive that.
 _RAY_LOGGERS = ("ray", "ray.data")
 
 _active: LogRoute | None = None
@@ -122,7 +129,7 @@ class LogRoute:
         self.log_file: Path | None = None
         self.folder: Path | None = None
         self._announced = False
-        self._terminal_handler: TerminalHandler | None = None
+        self._libraries_handler: TerminalHandler | None = None
         self._undo = contextlib.ExitStack()
 
     # -- set up and undo ------------------------------------------------------------------------
@@ -146,16 +153,19 @@ class LogRoute:
 
         file_handler = logging.StreamHandler(log_stream)
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        terminal_handler = TerminalHandler(self.console)
-        terminal_handler.addFilter(Actionable())
+        raydspy_handler, libraries_handler = TerminalHandler(self.console), TerminalHandler(self.console)
+        for handler in (raydspy_handler, libraries_handler):
+            handler.addFilter(Actionable())
+        libraries_handler.addFilter(_not_raydspy)  # raydspy's records have their own handler
         root = logging.getLogger()
-        self._add_handlers(root, file_handler, terminal_handler)
+        self._add_handlers(root, file_handler, libraries_handler)
+        self._add_handlers(logging.getLogger("raydspy"), raydspy_handler)
         previous_level = root.level
         root.setLevel(logging.INFO)
         self._undo.callback(root.setLevel, previous_level)
         logging.captureWarnings(True)
         self._undo.callback(logging.captureWarnings, False)
-        self._terminal_handler = terminal_handler
+        self._libraries_handler = libraries_handler
 
     def stop(self) -> None:
         """Undo `start` (descriptors, consoles, handlers); say where the log file is if it was not
@@ -219,8 +229,8 @@ class LogRoute:
             # since importing ray.data resets its logger's handlers). Their own handlers write to
             # stderr, which is the log file.
             for name in _RAY_LOGGERS:
-                if self._terminal_handler is not None:
-                    self._add_handlers(logging.getLogger(name), self._terminal_handler)
+                if self._libraries_handler is not None:
+                    self._add_handlers(logging.getLogger(name), self._libraries_handler)
             # Ray Data's progress bars would only fill the log file with redraws; raydspy's bars
             # (`raydspy.cli.progress`) show the progress.
             context = ray.data.DataContext.get_current()
@@ -251,6 +261,10 @@ class LogRoute:
                 highlight=False,
                 soft_wrap=True,
             )
+
+
+def _not_raydspy(record: logging.LogRecord) -> bool:
+    return not (record.name == "raydspy" or record.name.startswith("raydspy."))
 
 
 def _fd_of(stream: IO[str]) -> int | None:
