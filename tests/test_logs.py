@@ -95,6 +95,67 @@ def test_verbose_the_libraries_log_on_the_terminal_and_no_file_is_made():
     assert "Give Feedback / Get Help" in done.stdout and "logs:" not in done.stderr
 
 
+# On a terminal, while a spinner and a progress bar run: Ray's console handler writes to whatever
+# ``sys.stderr`` is when it emits (`ray._private.log.PlainRayHandler`), which a live display that
+# redirects the process's streams would carry to the terminal.
+LIVE_SCRIPT = textwrap.dedent(
+    """
+    import logging, sys, time
+    from raydspy.cli import common
+    from raydspy.cli.logs import route_logs
+    from raydspy.cli.progress import ProgressDisplay, status
+
+    class AtEmit(logging.StreamHandler):
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+    serve_like = logging.getLogger("ray.serve")
+    serve_like.addHandler(AtEmit())
+    serve_like.setLevel(logging.INFO)
+    serve_like.propagate = False
+    with route_logs("demo", verbose=False, console=common.console, consoles=[common.out]):
+        with status(common.console, "deploying the teacher"):
+            serve_like.info("Deploying new version of Deployment(name='LLMServer')")
+            time.sleep(0.3)
+        bar = ProgressDisplay(common.console, "rollouts")
+        bar.start(2)
+        print("Give Feedback / Get Help")
+        serve_like.info("Application 'teacher' is ready")
+        bar.update(2)
+        time.sleep(0.3)
+        bar.stop()
+        common.console.print("teacher ready")
+    """
+)
+
+
+def test_on_a_terminal_live_displays_do_not_carry_the_libraries_output_back():
+    import os
+    import pty
+
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-c", LIVE_SCRIPT],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "TERM": "xterm", "COLUMNS": "120"},
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert child.wait(timeout=60) == 0, shown
+    text = shown.decode(errors="replace")
+    assert "2/2" in text and "teacher ready" in text  # the bar drew, the status line printed
+    assert "Deploying new version" not in text and "is ready" not in text and "Give Feedback" not in text
+
+
 def _record(name: str, level: int, message: str, **extra) -> logging.LogRecord:
     record = logging.LogRecord(name, level, __file__, 1, message, None, None)
     record.__dict__.update(extra)
