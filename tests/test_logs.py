@@ -154,6 +154,9 @@ def test_on_a_terminal_live_displays_do_not_carry_the_libraries_output_back():
     text = shown.decode(errors="replace")
     assert "2/2" in text and "teacher ready" in text  # the bar drew, the status line printed
     assert "Deploying new version" not in text and "is ready" not in text and "Give Feedback" not in text
+    log = re.search(r"logs: (\S+\.log)", text)
+    assert log and "is ready" in Path(log.group(1)).read_text()  # no Ray: the file stays in the temp folder
+    Path(log.group(1)).unlink()
 
 
 def _record(name: str, level: int, message: str, **extra) -> logging.LogRecord:
