@@ -14,10 +14,13 @@ import threading
 
 from rich.console import Console
 
-__all__ = ["add_task_args", "add_cluster_args", "task_from_args", "console", "init_ray", "stop_on_sigterm"]
+__all__ = ["add_task_args", "add_cluster_args", "task_from_args", "console", "out", "init_ray", "stop_on_sigterm"]
 
-#: Where every command writes its progress and messages (stderr: stdout stays for data).
-console = Console(stderr=True)
+#: Where every command writes its progress and messages (stderr: stdout stays for data). A message
+#: is one line however long (soft wrap): the terminal wraps it, and logs stay one line a message.
+console = Console(stderr=True, soft_wrap=True)
+#: Where a command's result goes (stdout): the run summary.
+out = Console()
 
 
 def add_task_args(parser: argparse.ArgumentParser) -> None:
@@ -75,10 +78,14 @@ def stop_on_sigterm() -> None:
 
 def init_ray(address: str | None, num_cpus: int) -> None:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local Ray of ``num_cpus``
-    logical CPUs; nothing when Ray is already up."""
+    logical CPUs; nothing when Ray is already up. Then say where the logs are
+    (`raydspy.cli.logs.ray_started`)."""
     import ray
 
+    from raydspy.cli import logs
+
     if ray.is_initialized():
+        logs.ray_started()
         return
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address)
@@ -91,6 +98,7 @@ def init_ray(address: str | None, num_cpus: int) -> None:
         )
     # ray.init installs its own SIGTERM handler (sys.exit, no summary, no resume hint): ours again.
     stop_on_sigterm()
+    logs.ray_started()
 
 
 def add_cluster_args(parser: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ import yaml
 from raydspy.cli import common
 from raydspy.cli.common import add_cluster_args, add_task_args, init_ray, task_from_args
 from raydspy.cli.fields import add_model_flags, build
+from raydspy.cli.progress import status
 from raydspy.teacher.embedded import DEFAULT_TEACHER_URL
 
 #: ``{EvalSettings field: flag}``.
@@ -180,7 +181,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             yaml.safe_dump(config, f)
-        with common.console.status("deploying the students (vLLM compiles each engine on first start: minutes)"):
+        with status(common.console, "deploying the students (vLLM compiles each engine on first start: minutes)"):
             deploy_serve_config(f.name)
             deployed = True
             for model in [*served, EMBEDDED_MODEL_ID]:

@@ -1,5 +1,5 @@
-"""The ``raydspy`` command line: ``collect``, ``demo``, ``teacher up``, the distillation commands
-(``export``, ``train``, ``evaluate``: `raydspy.cli.distill`) and ``view`` (`raydspy.cli.view`).
+"""The ``raydspy`` command line: ``collect``, ``demo``, ``teacher up``, and the distillation commands
+(``export``, ``train``, ``evaluate``: `raydspy.cli.distill`).
 
 This is raydspy's entry point for side effects: it reads the environment, starts or joins Ray,
 deploys the teacher when asked, and turns raydspy's errors into one-line messages (exit 2).
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -23,14 +22,15 @@ from typing import TYPE_CHECKING
 # model cost map for seconds; the copy bundled with litellm is enough for raydspy.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table
+from rich.table import Table  # noqa: E402
 
 from raydspy.cli import common
 from raydspy.cli import distill as distill_cli
 from raydspy.cli import view as view_cli
 from raydspy.cli.common import add_task_args, init_ray, stop_on_sigterm, task_from_args
 from raydspy.cli.flags import add_run_flags, add_teacher_flags, pipeline_from, teacher_from
+from raydspy.cli.logs import route_logs
+from raydspy.cli.progress import status
 from raydspy.errors import RaydspyError
 
 if TYPE_CHECKING:  # heavy (Ray Data, DSPy): imported by the commands that run, not by --help
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    verbose_help = "show the libraries' logs (Ray, Ray Data, Serve, vLLM, ...) here, not only in the log folder"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
     collect = sub.add_parser(
@@ -124,34 +125,32 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of a local Ray (default: %(default)s)")
     distill_cli.add_commands(sub)  # export, train, evaluate
     view_cli.add_view_command(sub)
+    for command in [*sub.choices.values(), up]:  # `raydspy collect ... -v` as well as `raydspy -v collect`
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     stop_on_sigterm()
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if not args.verbose:
-        # Serve logs every deployment option at INFO; Ray Data's progress lines stay visible.
-        logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    try:
-        if args.command == "collect":
-            return _collect(args)
-        if args.command == "demo":
-            return _demo(args)
-        if args.command in distill_cli.COMMANDS:
-            return distill_cli.run(args)
-        if args.command == "view":
-            return view_cli.run_view(args)
-        return _teacher_up(args)
-    except RaydspyError as e:
-        common.console.print(f"[bold red]error:[/] {e}")
-        return 2
-    except KeyboardInterrupt:
-        common.console.print("[yellow]interrupted[/]")
-        return 130
+    # The libraries' logs go to the log folder (named once Ray is up), unless --verbose.
+    with route_logs(args.command, verbose=args.verbose, console=common.console, consoles=[common.out]):
+        try:
+            if args.command == "collect":
+                return _collect(args)
+            if args.command == "demo":
+                return _demo(args)
+            if args.command in distill_cli.COMMANDS:
+                return distill_cli.run(args)
+            if args.command == "view":
+                return view_cli.run_view(args)
+            return _teacher_up(args)
+        except RaydspyError as e:
+            common.console.print(f"[bold red]error:[/] {e}", soft_wrap=True)  # one line, also in logs
+            return 2
+        except KeyboardInterrupt:
+            common.console.print("[yellow]interrupted[/]")
+            return 130
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -223,7 +222,7 @@ def _demo(args: argparse.Namespace) -> int:
     teacher = teacher_from(args, task.teacher_defaults())
     config_path = args.serve_config or SERVE_CONFIGS / "teacher-cpu.yaml"
     started = time.perf_counter()
-    with common.console.status(f"deploying the teacher from {config_path} (vLLM compiles on first start: ~3 min)"):
+    with status(common.console, f"deploying the teacher from {config_path} (vLLM compiles on first start: ~3 min)"):
         deploy_serve_config(config_path)
         wait_for_teacher(teacher)
     common.console.print(f"teacher ready in {time.perf_counter() - started:.0f} s at {teacher.base_url}")
@@ -238,7 +237,7 @@ def _teacher_up(args: argparse.Namespace) -> int:
 
     init_ray(args.ray_address, args.num_cpus)
     config_path = args.serve_config or SERVE_CONFIGS / "teacher-cpu.yaml"
-    with common.console.status(f"deploying {config_path}"):
+    with status(common.console, f"deploying {config_path}"):
         names = deploy_serve_config(config_path)
     common.console.print(f"deployed {names}; serving until Ctrl-C")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops it the same way
@@ -251,7 +250,7 @@ def _teacher_up(args: argparse.Namespace) -> int:
         # Delete the apps so that each replica shuts its vLLM engine down. A replica killed
         # instead (`ray stop --force` sends SIGKILL) leaves its engine process running, holding
         # its memory and cores (vllm-project/vllm#55510).
-        with common.console.status(f"stopping {names} (Ctrl-C again to leave them up)"):
+        with status(common.console, f"stopping {names} (Ctrl-C again to leave them up)"):
             for name in names:
                 serve.delete(name)
         common.console.print(f"stopped {names}")
@@ -293,7 +292,7 @@ def _print_summary(summary: RunSummary, *, dry_run: bool) -> None:
     table.add_row("files", f"{len(summary.files)} Parquet files in {summary.output_uri}")
     if summary.stopped:
         table.add_row("stopped", summary.stopped)
-    Console().print(table)
+    common.out.print(table)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,41 @@ line at most every ``every_s`` seconds there instead, with the same numbers.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.spinner import Spinner
 
 if TYPE_CHECKING:
     from raydspy.pipeline import RunProgress
 
-__all__ = ["ProgressDisplay", "RunProgressBar", "TrainProgressBar"]
+__all__ = ["ProgressDisplay", "RunProgressBar", "TrainProgressBar", "live_redirects", "status"]
+
+
+def live_redirects(console: Console) -> bool:
+    """Whether a live display on ``console`` may route ``sys.stdout`` and ``sys.stderr`` through it
+    (rich's default, which keeps other output above the bar): only when the console writes to them.
+    A console bound to the terminal while they point at the log file (`raydspy.cli.logs`) must not
+    carry what the libraries write there back to the terminal."""
+    return console.file in (sys.stdout, sys.stderr)
+
+
+def status(console: Console, text: str) -> Live:
+    """``console.status(text)`` (a spinner while ``with`` runs), under `live_redirects`' rule."""
+    redirect = live_redirects(console)
+    return Live(
+        Spinner("dots", text=text, style="status.spinner"),
+        console=console,
+        transient=True,
+        refresh_per_second=12.5,
+        redirect_stdout=redirect,
+        redirect_stderr=redirect,
+    )
 
 
 class ProgressDisplay:
@@ -35,6 +59,7 @@ class ProgressDisplay:
     ):
         self.console, self.label, self.every_s, self._clock = console, label, every_s, clock
         self._live = console.is_terminal
+        redirect = live_redirects(console)
         self._progress = (
             Progress(
                 TextColumn(f"[bold]{label}"),
@@ -44,6 +69,8 @@ class ProgressDisplay:
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=console,
+                redirect_stdout=redirect,
+                redirect_stderr=redirect,
             )
             if self._live
             else None
