@@ -101,6 +101,10 @@ def test_collect_cli_with_mlflow(ray_local, tmp_path, monkeypatch):
     (run,) = mlflow.MlflowClient(uri).search_runs([experiment.experiment_id])
     assert run.data.metrics["rows"] == 12 and run.data.params["dry_run"] == "True"
     assert run.data.tags["rollouts_uri"] == str(tmp_path / "out")
+    # By default up to 32 rollouts become traces: here all 12, prompts only (a dry run calls no LM).
+    traces = mlflow.search_traces(run_id=run.info.run_id, return_type="list")
+    assert len(traces) == 12 and all(t.data.spans[0].name == "ChainOfThought.forward" for t in traces)
+    assert all(len(t.data.spans) == 2 and t.data.spans[1].outputs is None for t in traces)
 
 
 # -- rollouts as MLflow traces -------------------------------------------------------------------
@@ -328,3 +332,84 @@ def test_no_traces_when_told_so_or_when_the_run_committed_nothing(tmp_path):
     assert mlflow.MlflowClient(uri).get_run(off.run_id).data.params["mlflow_traces"] == "0"
     with pytest.raises(ConfigError):
         MlflowRun(ORDERS, TeacherConfig(), config, tracking_uri=uri, traces=-1)
+
+
+def test_the_cli_and_the_service_default_to_the_same_number_of_traces():
+    from raydspy.cli.main import build_parser
+    from raydspy.pipeline.tracking import DEFAULT_TRACES
+    from raydspy.service.schemas import RunRequest
+
+    args = build_parser().parse_args(["collect", "--program", ORDERS, "--output", "out", "--mlflow"])
+    assert args.mlflow_traces == DEFAULT_TRACES == RunRequest.model_fields["mlflow_traces"].default
+    assert build_parser().parse_args(["collect", "--output", "o", "--mlflow-traces", "0"]).mlflow_traces == 0
+
+
+def _orders_teacher(request: dict, k: int) -> str:
+    """JSON for the orders program; its ``confirm`` call answers in no format when the item is
+    broken, so those rollouts fail on their second LM call."""
+    system, user = request["messages"][0]["content"], request["messages"][-1]["content"]
+    if "`reply`" in system:
+        return "Sorry, I cannot confirm that." if "broken" in user else json.dumps({"reply": f"Confirmed ({k})."})
+    item = "broken lamp" if "broken" in user else "mugs"
+    return json.dumps({"city": "Oslo", "quantity": 2, "item": item})
+
+
+def test_collect_on_orders_logs_its_rollouts_as_traces(ray_local, tmp_path):
+    """`raydspy collect --task orders --mlflow --mlflow-traces 5` against a fake teacher: five traces
+    in the run, the failed rollouts among them, each span what the rollout row recorded."""
+    from fake_openai import FakeOpenAI
+
+    from raydspy.cli.main import main
+    from raydspy.pipeline.summary import read_rollouts
+
+    examples = tmp_path / "orders.jsonl"
+    messages = [f"{i} mugs to Oslo, please." for i in range(5)] + ["One broken lamp to Oslo."]
+    examples.write_text(
+        "".join(
+            json.dumps({"id": f"o{i}", "message": m, "city": "Oslo", "quantity": 2, "item": "mugs"}) + "\n"
+            for i, m in enumerate(messages)
+        )
+    )
+    uri = (tmp_path / "mlruns").as_uri()
+    out = tmp_path / "out"
+    common = ["collect", "--task", "orders", "--input", str(examples), "--n", "2", "--batch-size", "2"]
+    common += ["--no-cache", "--mlflow", "--mlflow-tracking-uri", uri]
+    with FakeOpenAI(reply=_orders_teacher) as server:
+        teacher = ["--teacher-url", server.url, "--teacher-model", "fake-model"]
+        assert main([*common, *teacher, "--output", str(out), "--mlflow-traces", "5"]) == 0
+        assert main([*common, *teacher, "--output", str(tmp_path / "off"), "--mlflow-traces", "0"]) == 0
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("raydspy")
+    on, off = sorted(client.search_runs([experiment.experiment_id]), key=lambda r: r.info.start_time)
+    assert mlflow.search_traces(run_id=off.info.run_id, return_type="list") == []
+    traces = mlflow.search_traces(run_id=on.info.run_id, return_type="list")
+    rows = {r["rollout_id"]: r for r in read_rollouts(resolve(str(out))).to_pylist()}
+    assert len(rows) == 12 and sum(r["error"] is not None for r in rows.values()) == 2
+    assert len(traces) == 5
+    failed = 0
+    for trace in traces:
+        root, *calls = trace.data.spans
+        row = rows[root.attributes["rollout_id"]]
+        assert trace.info.trace_metadata["mlflow.sourceRun"] == on.info.run_id
+        assert root.name == "OrderAssistant.forward" and root.inputs == {
+            "message": json.loads(row["inputs"])["message"]
+        }
+        assert root.outputs == (json.loads(row["outputs"]) if row["outputs"] else None)
+        assert root.attributes["reward"] == row["reward"] and root.attributes["rewards"] == dict(row["rewards"])
+        assert root.attributes["example_id"] == row["example_id"] and root.attributes["error"] == row["error"]
+        assert root.end_time_ns // 1000 == int(row["created_at"].timestamp() * 1e6)
+        assert [c.name for c in calls] == [c["predictor"] for c in row["trace"]] == ["extract", "confirm"]
+        for span, call in zip(calls, row["trace"], strict=True):
+            assert span.inputs == {"messages": call["messages"]} and span.outputs == [call["completion"]]
+            assert span.attributes["prompt_tokens"] == call["prompt_tokens"] == 10
+            assert span.attributes["completion_tokens"] == call["completion_tokens"] == 5
+            assert span.attributes["latency_s"] == call["latency_s"]
+            assert span.end_time_ns - span.start_time_ns == int(call["latency_s"] * 1e9)
+        if row["error"] is not None:
+            failed += 1
+            assert trace.info.state.value == "ERROR" and calls[-1].status.status_code == "ERROR"
+            assert calls[-1].attributes["parse_error"] == row["trace"][-1]["parse_error"]
+        else:
+            assert trace.info.state.value == "OK"
+    assert failed == 2
