@@ -273,9 +273,11 @@ def log_rollout_traces(
         experiment_id: the experiment to log to; None: MLflow's active experiment.
 
     Returns:
-        The trace ids, in row order.
+        The ids of the traces logged, in row order. MLflow turns its own failures into warnings
+        and no-op spans (tracing disabled, a store that refuses a trace): those rows have none.
     """
     import mlflow
+    from mlflow.entities.span import NO_OP_SPAN_TRACE_ID
 
     trace_ids = []
     for row in rows:
@@ -301,7 +303,8 @@ def log_rollout_traces(
             )
             _end(child, spec)
         _end(root, root_spec)
-        trace_ids.append(root.trace_id)
+        if root.trace_id != NO_OP_SPAN_TRACE_ID:
+            trace_ids.append(root.trace_id)
     # MLflow writes traces from a background queue: the caller may end the run (or the process)
     # next, so wait for them here.
     mlflow.flush_trace_async_logging()
