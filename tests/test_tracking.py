@@ -300,6 +300,8 @@ def test_mlflow_run_logs_a_sample_of_rollouts_as_traces_of_the_run(tmp_path):
         assert root.inputs == {"message": json.loads(row["inputs"])["message"]}
         assert root.outputs == (json.loads(row["outputs"]) if row["outputs"] else None)
         assert root.attributes["reward"] == row["reward"] and root.attributes["rewards"] == dict(row["rewards"])
+        feedback = {a.name: a.value for a in trace.info.assessments}
+        assert feedback == ({} if row["error"] else {"reward": 0.75, "city_match": 1.0, "reply_mentions": 0.5})
         assert [c.name for c in calls] == [c["predictor"] for c in row["trace"]]
         assert all(c.parent_id == root.span_id and c.span_type == "CHAT_MODEL" for c in calls)
         for span, call in zip(calls, row["trace"], strict=True):
@@ -398,6 +400,9 @@ def test_collect_on_orders_logs_its_rollouts_as_traces(ray_local, tmp_path):
         assert root.outputs == (json.loads(row["outputs"]) if row["outputs"] else None)
         assert root.attributes["reward"] == row["reward"] and root.attributes["rewards"] == dict(row["rewards"])
         assert root.attributes["example_id"] == row["example_id"] and root.attributes["error"] == row["error"]
+        named = {k: v for k, v in row["rewards"] if v is not None}
+        expected = {**({"reward": row["reward"]} if row["reward"] is not None else {}), **named}
+        assert {a.name: a.value for a in trace.info.assessments} == expected
         assert root.end_time_ns // 1000 == int(row["created_at"].timestamp() * 1e6)
         assert [c.name for c in calls] == [c["predictor"] for c in row["trace"]] == ["extract", "confirm"]
         for span, call in zip(calls, row["trace"], strict=True):

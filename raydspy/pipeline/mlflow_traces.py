@@ -34,6 +34,9 @@ Times: a row stores when the rollout finished (``created_at``) and each call's l
 are laid back to back, ending at ``created_at``, and the program's span covers them: true
 durations, start times exact to within the (small) time spent outside LM calls.
 
+Rewards are also logged as MLflow feedback on each trace (`reward_feedback`: ``reward`` and each
+named reward, source CODE ``raydspy``), which the UI's Traces table shows as columns.
+
 Each trace is tagged with the MLflow run (trace metadata ``mlflow.sourceRun``), so it shows in
 that run's Traces tab, and with ``raydspy.rollout_id`` and ``raydspy.example_id`` (trace tags,
 searchable: ``tags.`raydspy.example_id` = '...'``).
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,7 +54,9 @@ from typing import Any
 
 import dspy
 
-__all__ = ["ProgramSpan", "SpanSpec", "rollout_spans", "log_rollout_traces"]
+__all__ = ["ProgramSpan", "SpanSpec", "rollout_spans", "log_rollout_traces", "reward_feedback"]
+
+logger = logging.getLogger(__name__)
 
 #: MLflow's names (``mlflow.tracing.constant``, ``mlflow.entities.SpanType``), spelled here so
 #: this module builds spans without importing MLflow (the ``service`` extra).
@@ -279,7 +285,7 @@ def log_rollout_traces(
     import mlflow
     from mlflow.entities.span import NO_OP_SPAN_TRACE_ID
 
-    trace_ids = []
+    trace_ids, scored = [], []
     for row in rows:
         root_spec, *call_specs = rollout_spans(row, program)
         root = mlflow.start_span_no_context(
@@ -305,7 +311,36 @@ def log_rollout_traces(
         _end(root, root_spec)
         if root.trace_id != NO_OP_SPAN_TRACE_ID:
             trace_ids.append(root.trace_id)
+            scored.append((root.trace_id, root_spec.attributes))
     # MLflow writes traces from a background queue: the caller may end the run (or the process)
-    # next, so wait for them here.
+    # next, and feedback needs its trace stored, so wait for them here.
     mlflow.flush_trace_async_logging()
+    _log_rewards(scored)
     return trace_ids
+
+
+def reward_feedback(attributes: Mapping[str, Any]) -> dict[str, float]:
+    """The rewards of a root span's attributes as MLflow feedback: ``reward`` (the combined one)
+    and each named reward under its name; a reward without a value (it raised) is left out."""
+    named = {name: value for name, value in (attributes.get("rewards") or {}).items() if value is not None}
+    combined = attributes.get("reward")
+    return {**({"reward": combined} if combined is not None else {}), **named}
+
+
+def _log_rewards(scored: list[tuple[str, Mapping[str, Any]]]) -> None:
+    """Each trace's rewards as feedback (assessments from CODE, source ``raydspy``), which the
+    MLflow UI shows as columns of the Traces table, as it shows scorers' results.
+
+    A store that takes traces but not assessments (an older tracking server) gets a warning.
+    """
+    import mlflow
+    from mlflow.entities import AssessmentSource
+    from mlflow.exceptions import MlflowException
+
+    source = AssessmentSource(source_type="CODE", source_id="raydspy")
+    try:
+        for trace_id, attributes in scored:
+            for name, value in reward_feedback(attributes).items():
+                mlflow.log_feedback(trace_id=trace_id, name=name, value=value, source=source)
+    except MlflowException as e:
+        logger.warning("MLflow traces logged without their rewards as feedback: %s", e)
