@@ -31,7 +31,8 @@ __all__ = ["DEFAULT_TRACES", "MlflowRun", "default_tracking_uri"]
 logger = logging.getLogger(__name__)
 
 #: Rollouts logged as MLflow traces per run, unless told otherwise: enough to look through,
-#: few enough that logging them takes a second or two, even against a tracking server.
+#: few enough that logging them (a few writes each) adds little to a run, even against a
+#: remote tracking server.
 DEFAULT_TRACES = 32
 
 
