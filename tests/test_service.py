@@ -387,11 +387,16 @@ def test_a_run_tracked_in_mlflow(space, ray_local, monkeypatch):
     manager = RunManager(_settings(space, mlflow_tracking_uri=uri)).start()
     try:
         with TestClient(create_app(manager)) as c:
-            run_id = c.post("/v1/runs", json=_run(space, "tracked", mlflow=True), headers=AUTH).json()["id"]
+            body = _run(space, "tracked", mlflow=True, mlflow_traces=3)
+            run_id = c.post("/v1/runs", json=body, headers=AUTH).json()["id"]
             status = _wait(c, run_id, lambda s: RunState(s["state"]).terminal)
         assert status["state"] == "SUCCEEDED" and status["mlflow_run_id"], status
         run = mlflow.MlflowClient(uri).get_run(status["mlflow_run_id"])
         assert run.info.run_name == run_id and run.data.metrics["rows"] == 24
         assert run.data.tags["rollouts_uri"] == str(space / "out" / "tracked")
+        traces = mlflow.MlflowClient(uri).search_traces(
+            locations=[run.info.experiment_id], filter_string=f"metadata.`mlflow.sourceRun` = '{run.info.run_id}'"
+        )
+        assert len(traces) == 3 and all(t.data.spans[0].name == "ChainOfThought.forward" for t in traces)
     finally:
         manager.stop()

@@ -92,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlruns, a local store)",
     )
     collect.add_argument("--mlflow-experiment", default="raydspy", help="MLflow experiment (default: %(default)s)")
+    collect.add_argument(
+        "--mlflow-traces",
+        type=int,
+        default=32,
+        metavar="N",
+        help="with --mlflow, log N of the run's rollouts as MLflow traces, one span per LM call, failed ones "
+        "first (0: none; default: %(default)s)",
+    )
     add_teacher_flags(collect)
     add_run_flags(collect)
 
@@ -182,6 +190,7 @@ def _collect(args: argparse.Namespace) -> int:
                     rewards=rewards,
                     tracking_uri=args.mlflow_tracking_uri,
                     experiment=args.mlflow_experiment,
+                    traces=args.mlflow_traces,
                 )
             )
         with RunProgressBar(common.console) as bar:
@@ -196,7 +205,9 @@ def _collect(args: argparse.Namespace) -> int:
             )
         if tracked is not None:
             tracked.finish(summary)
-            common.console.print(f"MLflow: run {tracked.run_id} in {tracked.tracking_uri}")
+            common.console.print(
+                f"MLflow: run {tracked.run_id} in {tracked.tracking_uri}, {len(tracked.trace_ids)} rollouts as traces"
+            )
     _print_summary(summary, dry_run=config.dry_run)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary.as_dict(), indent=2))

@@ -92,11 +92,12 @@ class CommitGate:
             pass
         return self._in_flight
 
-    async def report(self, output: Location) -> str:
+    async def report(self, output: Location) -> tuple[str, str | None]:
         """What landed: writes the run's manifest under ``output`` (each part file's counts,
         `raydspy.pipeline.manifests`) when anything did, and returns the added-up `RolloutStats`
-        (JSON). The per-file counts stay in this actor: at a million rollouts they are tens of
-        thousands of entries, which the driver would otherwise hold at its peak.
+        (JSON) and the manifest's path (None when nothing landed). The per-file counts stay in
+        this actor: at a million rollouts they are tens of thousands of entries, which the
+        driver would otherwise hold at its peak.
 
         Raises:
             StorageError: the manifest could not be written.
@@ -104,9 +105,8 @@ class CommitGate:
         total = self._unfiled
         for stats in self._files.values():
             total += stats
-        if self._files:
-            write_manifest(output, self._files)
-        return total.to_json()
+        manifest = write_manifest(output, self._files) if self._files else None
+        return total.to_json(), manifest
 
 
 def close_gate(gate: ray.actor.ActorHandle, timeout_s: float = DRAIN_TIMEOUT_S) -> None:

@@ -222,7 +222,8 @@ def run_pipeline(
     set_streaming_buffer_blocks(stats.context, config.num_actors * config.calls_per_actor)
     stopped = _follow(stats, progress, config, on_progress, gate)
     # What landed, from the gate: commits admitted before a stop land after the driver stopped reading.
-    landed = RolloutStats.from_json(ray.get(gate.report.remote(output)))
+    landed_json, manifest = ray.get(gate.report.remote(output))
+    landed = RolloutStats.from_json(landed_json)
     summary = summarize_run(output, before, landed, elapsed_s=progress.elapsed_s)
     resumed = progress.resumed if stopped else progress.planned - landed.finished
     write_run_card(output, before.stats + landed, runner, program, teacher, config, source)
@@ -235,6 +236,7 @@ def run_pipeline(
         invalid_rows=len(checked.invalid),
         invalid_file=invalid_file,
         stopped=stopped,
+        manifest=manifest,
     )
 
 

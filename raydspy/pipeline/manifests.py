@@ -27,7 +27,7 @@ from raydspy.core.stats import RolloutStats
 from raydspy.core.storage import Location, write_atomic
 from raydspy.errors import StorageError
 
-__all__ = ["MANIFEST_DIR", "Manifests", "read_manifests", "write_manifest", "relative_name"]
+__all__ = ["MANIFEST_DIR", "Manifests", "read_manifest", "read_manifests", "write_manifest", "relative_name"]
 
 MANIFEST_DIR = "_runs"
 
@@ -72,6 +72,21 @@ def read_manifests(location: Location, present: set[str]) -> Manifests:
     except (OSError, ValueError, KeyError, AttributeError) as e:
         raise StorageError(f"cannot read the run manifests under {folder.uri!r}: {e}") from e
     return found
+
+
+def read_manifest(location: Location, path: str) -> dict[str, RolloutStats]:
+    """One manifest (``path``, as `write_manifest` returned it): relative name of each part file
+    it lists → that file's counts, in name order.
+
+    Raises:
+        StorageError: the manifest cannot be read or is not one.
+    """
+    try:
+        with location.filesystem.open_input_stream(path) as f:
+            manifest = json.loads(f.read())
+        return {name: RolloutStats.from_json(stats) for name, stats in sorted(manifest["files"].items())}
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+        raise StorageError(f"cannot read the run manifest {path!r} under {location.uri!r}: {e}") from e
 
 
 def write_manifest(location: Location, files: Mapping[str, RolloutStats], *, kind: str = "run") -> str:

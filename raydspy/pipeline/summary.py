@@ -57,6 +57,8 @@ class RunSummary:
         duplicate_rows: repeated rollout ids dropped when reading (should be 0).
         invalid_rows: input rows skipped as invalid (``skip_invalid``), listed in ``invalid_file``.
         stopped: why the run stopped before finishing (error budget, interrupted), else None.
+        manifest: the manifest this run wrote under ``_runs/`` (its part files and each one's
+            counts: `raydspy.pipeline.manifests`); None when it committed nothing.
     """
 
     rows: int = 0
@@ -78,6 +80,7 @@ class RunSummary:
     invalid_rows: int = 0
     invalid_file: str | None = None
     stopped: str | None = None
+    manifest: str | None = None
 
     @property
     def rollouts_per_s(self) -> float | None:
@@ -117,6 +120,7 @@ class RunSummary:
             "invalid_rows": self.invalid_rows,
             "invalid_file": self.invalid_file,
             "stopped": self.stopped,
+            "manifest": self.manifest,
             "complete": self.complete,
         }
 

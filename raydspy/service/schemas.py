@@ -79,6 +79,9 @@ class _RunRequestBase(BaseModel):
     )
     teacher: TeacherSpec = Field(default_factory=TeacherSpec)  # type: ignore[valid-type]
     mlflow: bool = Field(False, description="Track the run in MLflow (the service's mlflow_tracking_uri).")
+    mlflow_traces: int = Field(
+        32, ge=0, le=1000, description="With `mlflow`: rollouts logged as MLflow traces, failed ones first (0: none)."
+    )
 
     def run_fields(self) -> dict[str, Any]:
         """The request's `PipelineConfig` fields (`raydspy.pipeline.config.RUN_FIELDS`)."""

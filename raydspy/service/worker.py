@@ -88,6 +88,7 @@ def execute_run(run_id: str, state_uri: str, s3_endpoint_url: str | None = None)
                         rewards=record.request.rewards,
                         tracking_uri=record.mlflow_tracking_uri,
                         run_name=run_id,
+                        traces=record.request.mlflow_traces,
                     )
                 )
                 store.update(run_id, mlflow_run_id=tracked.run_id)
