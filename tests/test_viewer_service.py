@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
-from viewer_outputs import record, write_parts
+from viewer_outputs import cached, record, write_parts
 
 from raydspy.core.storage import resolve
 from raydspy.pipeline.commits import committed_files
@@ -238,6 +238,17 @@ def test_a_run_page_of_a_two_predictor_program(client, manager):
     assert completions == [call["completion"] for call in row["trace"]]
     assert "&lt;b&gt;" in trace.text  # the completion's markup is shown, not rendered
     assert "back=min_reward" in link and 'href="/viewer/runs/' + DONE + "?min_reward=1.0" in trace.text
+
+
+def test_a_call_answered_from_dspys_cache_says_so_instead_of_token_counts(client):
+    _login(client)
+    i = next(i for i in range(24) if cached(i))
+    page = client.get(f"/viewer/runs/{DONE}/rollouts/{record(i).rollout_id}").text
+    tokens = [unescape(t) for t in re.findall(r'<td class="tokens">(.*?)</td>', page, re.S)]
+    assert "answered from DSPy's cache" in tokens[0] and "?" not in tokens[0]
+    assert tokens[1] == "30 prompt · 7 completion"
+    other = client.get(f"/viewer/runs/{DONE}/rollouts/{record(i + 1).rollout_id}").text
+    assert "DSPy's cache" not in other and f"{40 + i + 1} prompt · 12 completion" in other
 
 
 def test_a_run_status_and_its_page_read_each_part_once(manager, monkeypatch):
