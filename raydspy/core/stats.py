@@ -2,9 +2,9 @@
 
 Every figure a user sees about rollouts comes from this type: the committer counts each batch
 it commits, the driver adds the batches up for its progress bar and error budget, the run
-summary adds up the part files, the service's status adds up the parts it has read. Two
-reports of the same rows can therefore never disagree on what an error, a reward mean or a
-token count is.
+summary adds up the part files, the service's status and the viewer add up the parts they have
+read (`raydspy.pipeline.part_counts`). Two reports of the same rows can therefore never disagree
+on what an error (`error_type`), a reward mean or a token count is.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ class RolloutStats:
 
     @classmethod
     def of(cls, table: pa.Table, *, deferred: int = 0) -> RolloutStats:
-        """The counts of a table of rollout rows. Columns it lacks are not counted (the service
-        reads only ``error`` and ``reward`` for its status); ``deferred`` is passed through."""
+        """The counts of a table of rollout rows. Columns it lacks are not counted (the service's
+        status and the viewer read only ``reward``, ``error`` and ``format_ok``); ``deferred`` is passed through."""
         names = set(table.column_names)
         stats: dict[str, Any] = {"rows": table.num_rows, "deferred": deferred}
         errors = table.column("error").drop_null() if "error" in names else None
