@@ -66,7 +66,7 @@ def measure(folder: Path) -> dict:
     totals = timed("summary_cold_s", lambda: view.overview()[0])
     timed("summary_warm_s", view.overview)
     timed("page_first_s", lambda: view.page(RolloutFilter(), 0, 50))
-    deep = timed("page_deep_s", lambda: view.page(RolloutFilter(), totals.rows - 100, 50))
+    deep = timed("page_deep_s", lambda: view.page(RolloutFilter(), totals.stats.rows - 100, 50))
     parse = RolloutFilter(error="AdapterParseError")
     timed("page_error_filter_cold_s", lambda: view.page(parse, 0, 50))
     timed("page_error_filter_deep_cached_s", lambda: view.page(parse, 10_000, 50))
@@ -74,7 +74,7 @@ def measure(folder: Path) -> dict:
     row = deep.rows[0]
     timed("open_rollout_with_part_s", lambda: view.rollout(row["rollout_id"], row["part"]))
     timed("open_rollout_by_scan_s", lambda: view.rollout(row["rollout_id"]))
-    results["rows"] = totals.rows
+    results["rows"] = totals.stats.rows
     results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return results
 

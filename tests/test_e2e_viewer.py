@@ -2,8 +2,9 @@
 run: the HTTP service on Ray Serve, beside the vLLM teacher, collects a few orders (the
 two-predictor program, n=2) from the teacher; the browser signs in, watches the runs list refresh,
 filters the run's rollouts by reward, opens a rollout's trace and finds each LM call's completion
-as the Parquet row holds it. A second test opens ``raydspy view`` on the same output and filters
-by clicking a bar of the reward histogram.
+and token counts as the Parquet row holds them (DSPy's cache is off: every call reaches the
+teacher). A second test opens ``raydspy view`` on the same output and filters by clicking a bar
+of the reward histogram.
 
 Screenshots go to the test's folder; with ``RAYDSPY_UPDATE_SCREENSHOTS=1`` they also replace
 docs/viewer.png and docs/viewer-trace.png.
@@ -88,7 +89,9 @@ def service_run(teacher, tmp_path_factory):
         "output_uri": str(root / "out" / "orders"),
         "n": 2,
         "id_field": "id",
-        "teacher": {"structured_outputs": True, "temperature": 1.0, "max_tokens": 96},
+        # DSPy's cache off: every call reaches the teacher, so traces (and the screenshots) show
+        # its token counts and latencies, not an earlier session's cached answers.
+        "teacher": {"structured_outputs": True, "temperature": 1.0, "max_tokens": 96, "cache": False},
     }
     try:
         response = requests.post(f"{base}/v1/runs", json=body, headers=auth, timeout=60)
@@ -163,6 +166,9 @@ def test_a_browser_signs_in_filters_by_reward_and_opens_a_trace(service_run, tmp
         completions = page.locator("pre.completion").all_text_contents()
         assert predictors == [call["predictor"] for call in row["trace"]] == ["extract", "confirm"]
         assert completions == [call["completion"] for call in row["trace"]]
+        tokens = page.locator("td.tokens").all_text_contents()
+        assert not any(call["cached"] for call in row["trace"])
+        assert tokens == [f"{c['prompt_tokens']} prompt · {c['completion_tokens']} completion" for c in row["trace"]]
         assert json.loads(row["outputs"])["reply"] in page.inner_text(".io")
         _screenshot(page, tmp_path, "viewer-trace.png")
 

@@ -12,20 +12,23 @@ import sys
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from dspy.utils import DummyLM
 from viewer_outputs import error_of, record, write_parts
 
 from raydspy import Collect
-from raydspy.core.stats import RolloutStats
+from raydspy.core.stats import RolloutStats, error_type
 from raydspy.core.storage import StorageOptions
+from raydspy.pipeline.part_counts import PartCounts
 from raydspy.pipeline.summary import read_rollouts
 from raydspy.programs import orders
 from raydspy.viewer import output as output_module
 from raydspy.viewer.filters import ANY_ERROR, NO_ERROR, RolloutFilter
 from raydspy.viewer.output import LIST_COLUMNS, OutputView
-from raydspy.viewer.overview import MAX_EXACT_BARS
+from raydspy.viewer.overview import MAX_EXACT_BARS, OVERVIEW_COLUMNS, Overview
 from raydspy.viewer.sources import FolderRuns, RunUnknown
 
 ROWS, PER_FILE = 230, 37  # 7 parts, the last one short
@@ -38,11 +41,19 @@ def parts(tmp_path_factory):
 
 
 class SpyView(OutputView):
-    """An `OutputView` that records which files and columns each Parquet read touches."""
+    """An `OutputView` that records which files and columns each Parquet read touches (its
+    queries', and its per-file counts')."""
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.reads: list[tuple[tuple[str, ...], str, tuple[str, ...]]] = []
+        reads: list[tuple[tuple[str, ...], str, tuple[str, ...]]] = []
+
+        class Counts(PartCounts):
+            def read(self, location, path):
+                reads.append(((path,), "batches", tuple(self.columns)))
+                return super().read(location, path)
+
+        super().__init__(*args, counts=Counts(Overview.of, OVERVIEW_COLUMNS), **kwargs)
+        self.reads = reads
 
     def _dataset(self, files):
         dataset, reads = super()._dataset(files), self.reads
@@ -163,17 +174,33 @@ def test_opening_a_rollout_reads_its_trace_from_its_part_only(parts, monkeypatch
 
 def test_the_error_breakdown_counts_as_the_run_summary_does(parts):
     location, rows = parts
-    totals = OutputView(location.uri).totals()
+    totals = OutputView(location.uri).totals().stats
     stats = RolloutStats.of(read_rollouts(location))
     assert totals.rows == stats.rows == ROWS
-    assert totals.errors == stats.errors_by_type
-    assert set(totals.errors) == {"AdapterParseError", "Value", "ValueError", "RewardError"}
+    assert totals.errors_by_type == stats.errors_by_type
+    assert set(totals.errors_by_type) == {"AdapterParseError", "Value", "ValueError", "RewardError"}
     assert totals.errors_by_count[0] == (
         "AdapterParseError",
         sum(1 for i in range(ROWS) if (error_of(i) or "").startswith("AdapterParseError")),
     )
     assert totals.mean_reward == pytest.approx(stats.mean_reward)
     assert totals.format_rate == pytest.approx(stats.format_rate)
+    # One type counts: the viewer's counts are RolloutStats of the columns it reads, part by part.
+    assert totals == RolloutStats.of(read_rollouts(location).select(OVERVIEW_COLUMNS))
+
+
+def test_one_rule_types_errors_in_python_in_arrow_and_in_a_scan(parts):
+    location, rows = parts
+    errors = [r["error"] for r in rows if r["error"] is not None] + ["", "A:b:c", "NoColon"]
+    array = error_type(pa.array(errors)).to_pylist()
+    assert array == [error_type(e) for e in errors] == [e.split(":", 1)[0] for e in errors]
+    view = OutputView(location.uri)
+    for kind in set(array) - {""}:  # ("" is no filter)
+        wanted = [r["rollout_id"] for r in rows if r["error"] is not None and error_type(r["error"]) == kind]
+        assert [r["rollout_id"] for r in view.page(RolloutFilter(error=kind), 0, ROWS).rows] == wanted
+    table = pads.dataset(pa.table({"error": ["A:b: c", "A", "AB: x", None]}))
+    counts = {kind: table.count_rows(filter=RolloutFilter(error=kind).expression()) for kind in ("A", "A:b", "AB")}
+    assert counts == {"A": 2, "A:b": 0, "AB": 1}  # a type never holds a colon
 
 
 def test_few_distinct_rewards_get_one_bar_each(parts):
@@ -199,17 +226,19 @@ def test_continuous_rewards_get_equal_bins_over_their_range(tmp_path):
     expected, edges = np.histogram(rewards, bins=8)
     assert [b.count for b in bars] == expected.tolist() and sum(b.count for b in bars) == 60
     assert [b.low for b in bars] == pytest.approx(edges[:-1].tolist()) and bars[-1].high == pytest.approx(9.0)
-    assert totals.exact is None and not bars[0].exact
+    assert totals.spread.exact is None and not bars[0].exact
 
 
 def test_totals_of_a_live_run_read_only_the_new_parts(tmp_path):
     location = write_parts(str(tmp_path / "run"), 40, 20, manifest=False)
     view = SpyView(location.uri)
-    assert view.totals().rows == 40
+    assert view.totals().stats.rows == 40
+    before = set(view.files())
     view.reads.clear()
     write_parts(location.uri, 20, 20, start=40, manifest=False)
-    assert view.totals().rows == 60
-    assert len(view.reads) == 1 and all("trace" not in cols for _, _, cols in view.reads)  # one new part, 3 columns
+    assert view.totals().stats.rows == 60
+    (new,) = set(view.files()) - before
+    assert view.reads == [((new,), "batches", tuple(OVERVIEW_COLUMNS))]  # one new part, 3 columns
     assert view.totals() == OutputView(location.uri).totals()
 
 
@@ -252,7 +281,7 @@ def test_an_output_on_s3(s3_server):
     storage = StorageOptions(s3_endpoint_url=s3_server)
     location = write_parts("s3://rollouts/viewer/run", 50, 20, storage=storage)
     view = OutputView(location.uri, storage)
-    assert view.totals().rows == 50 and len(view.files()) == 3
+    assert view.totals().stats.rows == 50 and len(view.files()) == 3
     page = view.page(RolloutFilter(example_id="ex-7"))
     assert [r["rollout_index"] for r in page.rows] == [0, 1]
     row = view.rollout(page.rows[1]["rollout_id"], page.rows[1]["part"])

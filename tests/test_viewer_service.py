@@ -19,9 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
-from viewer_outputs import record, write_parts
+from viewer_outputs import cached, record, write_parts
 
 from raydspy.core.storage import resolve
+from raydspy.pipeline.commits import committed_files
+from raydspy.pipeline.part_counts import PartCounts
 from raydspy.pipeline.summary import read_rollouts
 from raydspy.service.api import create_app
 from raydspy.service.dispatch import RunManager
@@ -29,6 +31,7 @@ from raydspy.service.runs import RunRecord, utcnow
 from raydspy.service.schemas import RunRequest, RunState
 from raydspy.service.settings import ServiceSettings
 from raydspy.viewer.auth import SESSION_COOKIE, ViewerAuth
+from raydspy.viewer.overview import OVERVIEW_COLUMNS, Overview
 
 TOKEN = "viewer-token-5f2c9a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -235,6 +238,35 @@ def test_a_run_page_of_a_two_predictor_program(client, manager):
     assert completions == [call["completion"] for call in row["trace"]]
     assert "&lt;b&gt;" in trace.text  # the completion's markup is shown, not rendered
     assert "back=min_reward" in link and 'href="/viewer/runs/' + DONE + "?min_reward=1.0" in trace.text
+
+
+def test_a_call_answered_from_dspys_cache_says_so_instead_of_token_counts(client):
+    _login(client)
+    i = next(i for i in range(24) if cached(i))
+    page = client.get(f"/viewer/runs/{DONE}/rollouts/{record(i).rollout_id}").text
+    tokens = [unescape(t) for t in re.findall(r'<td class="tokens">(.*?)</td>', page, re.S)]
+    assert "answered from DSPy's cache" in tokens[0] and "?" not in tokens[0]
+    assert tokens[1] == "30 prompt · 7 completion"
+    other = client.get(f"/viewer/runs/{DONE}/rollouts/{record(i + 1).rollout_id}").text
+    assert "DSPy's cache" not in other and f"{40 + i + 1} prompt · 12 completion" in other
+
+
+def test_a_run_status_and_its_page_read_each_part_once(manager, monkeypatch):
+    """The service's status and the viewer count with one per-file cache: a part the status has
+    read is not read again for the run's page."""
+    reads = []
+
+    class Counts(PartCounts):
+        def read(self, location, path):
+            reads.append(path)
+            return super().read(location, path)
+
+    monkeypatch.setattr(manager, "counts", Counts(Overview.of, OVERVIEW_COLUMNS))
+    parts = committed_files(resolve(str(manager.root / "out" / "live")))
+    with TestClient(create_app(manager), follow_redirects=False) as c:
+        assert manager.status(LIVE).rollouts_done == 10 and sorted(reads) == parts
+        page = c.get(f"/viewer/runs/{LIVE}", headers=AUTH).text
+        assert "rows 1–10 of 10" in page and sorted(reads) == parts
 
 
 def test_pages_of_rows_and_bad_requests(client):

@@ -35,6 +35,11 @@ def error_of(i: int) -> str | None:
     return None
 
 
+def cached(i: int) -> bool:
+    """Whether row ``i``'s first LM call was answered from DSPy's cache (no usage reported)."""
+    return i % 13 == 6
+
+
 def record(i: int) -> RolloutRecord:
     """Rollout ``i``: example ``ex-{i // 2}``, rollout index ``i % 2``."""
     error, reward = error_of(i), REWARDS[i % len(REWARDS)]
@@ -47,9 +52,10 @@ def record(i: int) -> RolloutRecord:
             completion=f'{{"city": "City{i}", "quantity": {i}, "item": "chairs"}}',
             outputs=f'{{"city": "City{i}", "quantity": {i}, "item": "chairs"}}',
             format_ok=True,
-            prompt_tokens=40 + i,
-            completion_tokens=12,
-            latency_s=0.25,
+            prompt_tokens=None if cached(i) else 40 + i,
+            completion_tokens=None if cached(i) else 12,
+            latency_s=0.002 if cached(i) else 0.25,
+            cached=cached(i),
             model="teacher-x",
         ),
         LMCall(
@@ -63,6 +69,7 @@ def record(i: int) -> RolloutRecord:
             prompt_tokens=30,
             completion_tokens=7,
             latency_s=0.5,
+            cached=False,
             model="teacher-x",
         ),
     ]

@@ -2,9 +2,9 @@
 
 Every figure a user sees about rollouts comes from this type: the committer counts each batch
 it commits, the driver adds the batches up for its progress bar and error budget, the run
-summary adds up the part files, the service's status adds up the parts it has read. Two
-reports of the same rows can therefore never disagree on what an error, a reward mean or a
-token count is.
+summary adds up the part files, the service's status and the viewer add up the parts they have
+read (`raydspy.pipeline.part_counts`). Two reports of the same rows can therefore never disagree
+on what an error (`error_type`), a reward mean or a token count is.
 """
 
 from __future__ import annotations
@@ -17,11 +17,28 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["RolloutStats", "ACCEPT_REWARD"]
+__all__ = ["RolloutStats", "ACCEPT_REWARD", "error_type"]
 
 #: The reward at which a rollout counts as accepted: `raydspy export sft`'s default threshold
 #: (full marks only), so a summary or a dataset card can say how much of a run that export keeps.
 ACCEPT_REWARD = 1.0
+
+
+def error_type(error: str | pa.Array | pa.ChunkedArray | pc.Expression) -> Any:
+    """The type of an error: the ``error`` text before its first colon (``"AdapterParseError: no
+    city"`` is of type ``AdapterParseError``; ``"RewardError"`` of type ``RewardError``). The one
+    rule for every count and filter of error types.
+
+    Args:
+        error: one error text; or a pyarrow array of them (nulls stay null); or a dataset
+            expression (``pc.field("error")``), so that a Parquet scan filters on the same rule.
+
+    Returns:
+        The type, of the same kind as ``error`` (str, array or expression).
+    """
+    if isinstance(error, str):
+        return error.split(":", 1)[0]
+    return pc.list_element(pc.split_pattern(error, ":", max_splits=1), 0)
 
 
 @dataclass(frozen=True)
@@ -54,16 +71,17 @@ class RolloutStats:
 
     @classmethod
     def of(cls, table: pa.Table, *, deferred: int = 0) -> RolloutStats:
-        """The counts of a table of rollout rows. Columns it lacks are not counted (the service
-        reads only ``error`` and ``reward`` for its status); ``deferred`` is passed through."""
+        """The counts of a table of rollout rows. Columns it lacks are not counted (the service's
+        status and the viewer read only ``reward``, ``error`` and ``format_ok``); ``deferred`` is passed through."""
         names = set(table.column_names)
-        errors = table.column("error").drop_null().to_pylist() if "error" in names else []
-        stats: dict[str, Any] = {
-            "rows": table.num_rows,
-            "deferred": deferred,
-            "errors_by_type": dict(Counter(e.split(":", 1)[0] for e in errors)),
-            "last_error": errors[-1] if errors else None,
-        }
+        stats: dict[str, Any] = {"rows": table.num_rows, "deferred": deferred}
+        errors = table.column("error").drop_null() if "error" in names else None
+        if errors is not None and len(errors):
+            counts = pc.value_counts(error_type(errors)).to_pylist()  # in order of first appearance
+            stats.update(
+                errors_by_type={row["values"]: row["counts"] for row in counts},
+                last_error=errors[-1].as_py(),
+            )
         if "reward" in names:
             rewards = table.column("reward").drop_null()
             stats.update(
@@ -112,6 +130,11 @@ class RolloutStats:
     @property
     def error_rows(self) -> int:
         return sum(self.errors_by_type.values())
+
+    @property
+    def errors_by_count(self) -> list[tuple[str, int]]:
+        """``(error type, rows)``, most frequent first (ties by type)."""
+        return sorted(self.errors_by_type.items(), key=lambda kv: (-kv[1], kv[0]))
 
     @property
     def finished(self) -> int:

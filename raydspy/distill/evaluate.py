@@ -42,6 +42,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from raydspy.core.stats import error_type
 from raydspy.distill.optimize import OPTIMIZER_NAMES, Optimizer, optimize
 from raydspy.errors import ConfigError
 from raydspy.task import Decoding
@@ -213,7 +214,7 @@ def score_records(
     for record in records:
         for call in record.trace:
             calls[call.predictor or "?"].append(bool(call.format_ok))
-    errors = collections.Counter(r.error.split(":", 1)[0] for r in records if r.error)
+    errors = collections.Counter(error_type(r.error) for r in records if r.error)
     return EvalResult(
         name=name,
         model=candidate.model,

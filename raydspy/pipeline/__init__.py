@@ -12,6 +12,7 @@
 | `inputs`     | reading examples (CSV, JSONL, Parquet; local, s3://, gs://)                  |
 | `validation` | every input row checked before any LM call                                   |
 | `summary`    | `RunSummary`: what an output holds, from counts taken at commit              |
+| `part_counts`| `PartCounts`: counts of each committed part, read once (status, viewer)      |
 | `manifests`  | each run's committed files and counts, under `_runs/`                        |
 | `cards`      | the run's dataset card, README.md beside the parts                           |
 | `metrics`    | Ray metrics of runs (Prometheus, the dashboard)                              |

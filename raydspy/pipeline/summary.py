@@ -139,7 +139,7 @@ def _summary(stats: RolloutStats, *, elapsed_s: float, files: list[str] | None, 
     return RunSummary(
         rows=stats.rows,
         error_rows=stats.error_rows,
-        errors_by_type=dict(sorted(stats.errors_by_type.items(), key=lambda kv: -kv[1])),
+        errors_by_type=dict(stats.errors_by_count),
         mean_reward=stats.mean_reward,
         accepted_rows=stats.reward_accepted,
         reward_means=stats.reward_means,

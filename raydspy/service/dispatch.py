@@ -16,15 +16,16 @@ import logging
 import threading
 
 from raydspy.core.specs import load_program, load_rewards
-from raydspy.core.storage import StorageOptions
+from raydspy.core.storage import StorageOptions, resolve
 from raydspy.errors import ConfigError
 from raydspy.service.executors import Executor, make_executor
 from raydspy.service.policy import check_module, check_teacher, check_uri
-from raydspy.service.progress import OutputProgress, preview_rows
+from raydspy.service.progress import preview_rows
 from raydspy.service.runs import RunRecord, new_run_id, utcnow
 from raydspy.service.schemas import RunRequest, RunState, RunStatus
 from raydspy.service.settings import ServiceSettings
 from raydspy.service.store import RunStore
+from raydspy.viewer.overview import overview_counts
 
 __all__ = ["RunManager", "RunConflict"]
 
@@ -43,7 +44,8 @@ class RunManager:
         self.storage = StorageOptions(s3_endpoint_url=settings.s3_endpoint_url)
         self.store = RunStore(settings.state_uri, self.storage)
         self.executor = executor or make_executor(settings)
-        self.progress = OutputProgress(self.storage)
+        # Counts of each committed part, read once: a run's status, and its page in the viewer.
+        self.counts = overview_counts()
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -121,7 +123,7 @@ class RunManager:
             s = record.summary
             done, errors, mean, rate = s["rows"], s["error_rows"], s["mean_reward"], s["rollouts_per_s"]
         else:
-            counts = self.progress.counts(req.output_uri)
+            counts = self.counts.total(resolve(req.output_uri, self.storage)).stats
             done, errors, mean = counts.rows, counts.error_rows, counts.mean_reward
             if record.state == RunState.RUNNING and record.started_at and record.planned is not None:
                 elapsed = (utcnow() - record.started_at).total_seconds()

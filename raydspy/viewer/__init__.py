@@ -4,7 +4,7 @@
 | module      | job                                                                          |
 | ----------- | ---------------------------------------------------------------------------- |
 | `filters`   | which rollouts to show (reward range, error type, example) as a pyarrow expression |
-| `overview`  | reward histogram and error breakdown, summed per part file in record batches |
+| `overview`  | a run's `RolloutStats` and its reward spread (the histogram), per part file |
 | `output`    | queries over one output: pages of filtered rows, one rollout, card, manifests |
 | `sources`   | where runs come from: the service's run manager, or output folders           |
 | `auth`      | the bearer token, the login form's session cookie                            |

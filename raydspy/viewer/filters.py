@@ -1,8 +1,8 @@
 """Which rollouts a viewer page shows: a filter on reward, error type and example, as one pyarrow
 expression that the Parquet scan evaluates (so only matching rows leave the reader).
 
-Error types are what `raydspy.core.stats.RolloutStats` counts: the ``error`` text before its first
-colon (``"AdapterParseError: ..."`` is of type ``AdapterParseError``).
+Error types are what `raydspy.core.stats.RolloutStats` counts, by the same rule
+(`raydspy.core.stats.error_type`: the ``error`` text before its first colon), evaluated by the scan.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 
 import pyarrow.compute as pc
+
+from raydspy.core.stats import error_type
 
 __all__ = ["RolloutFilter", "NO_ERROR", "ANY_ERROR"]
 
@@ -56,8 +58,7 @@ class RolloutFilter:
         elif self.error == ANY_ERROR:
             parts.append(pc.field("error").is_valid())
         elif self.error:
-            error = pc.field("error")
-            parts.append((error == self.error) | pc.starts_with(error, pattern=f"{self.error}:"))
+            parts.append(error_type(pc.field("error")) == self.error)
         if self.example_id is not None:
             parts.append(pc.field("example_id") == self.example_id)
         if not parts:

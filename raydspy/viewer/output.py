@@ -6,7 +6,8 @@ Memory stays bounded however many rollouts the output holds:
   ``error``, ``example_id``; counts cached per file and filter: committed parts never change; no
   filter: the count in the file's footer), then reads the list's columns
   (`LIST_COLUMNS`, no ``trace`` or ``inputs``) of only the files that hold the page's rows;
-- the summary streams record batches of three columns (`raydspy.viewer.overview`);
+- the overview streams record batches of three columns, once per part file
+  (`raydspy.viewer.overview`, counted and cached by `raydspy.pipeline.part_counts.PartCounts`);
 - a rollout's ``trace`` and ``inputs`` are read only when it is opened, from the one row group
   that holds it (found from the ``rollout_id`` column of its part, which the link names).
 Rows are shown as committed: a rollout id committed twice (a killed driver's late worker, see
@@ -33,8 +34,9 @@ from raydspy.core.storage import Location, StorageOptions, resolve
 from raydspy.errors import StorageError
 from raydspy.pipeline.commits import committed_files
 from raydspy.pipeline.manifests import MANIFEST_DIR, relative_name
+from raydspy.pipeline.part_counts import PartCounts
 from raydspy.viewer.filters import RolloutFilter
-from raydspy.viewer.overview import OVERVIEW_COLUMNS, Bar, Totals, binned_bars, summarize_batches
+from raydspy.viewer.overview import Bar, Overview, overview_counts
 
 __all__ = ["OutputView", "Page", "LIST_COLUMNS", "ManifestInfo"]
 
@@ -90,17 +92,25 @@ class OutputView:
     Args:
         uri: the output folder or prefix, as given to ``raydspy collect --output``.
         storage: endpoint options of an S3-compatible store.
-        max_cached_counts: (file, filter) counts, and file sums, kept before their cache starts over.
+        counts: the per-file cache of overviews to use (`overview_counts`: one of its own by
+            default; the viewer's run sources share one over all their outputs).
+        max_cached_counts: (file, filter) row counts kept before their cache starts over.
 
     Raises (every method):
         StorageError: the output cannot be listed or a file cannot be read.
     """
 
-    def __init__(self, uri: str, storage: StorageOptions | None = None, max_cached_counts: int = 100_000):
+    def __init__(
+        self,
+        uri: str,
+        storage: StorageOptions | None = None,
+        counts: PartCounts[Overview] | None = None,
+        max_cached_counts: int = 100_000,
+    ):
         self.uri = uri
         self.location: Location = resolve(uri, storage or StorageOptions())
+        self.overviews = counts or overview_counts()
         self._counts: dict[tuple[str, RolloutFilter], int] = {}
-        self._totals: dict[str, Totals] = {}
         self._bars: dict[tuple[tuple[str, ...], int], list[Bar]] = {}
         self._lock = threading.Lock()
         self._max_counts = max_cached_counts
@@ -121,34 +131,20 @@ class OutputView:
         except (OSError, pa.ArrowException) as e:
             raise StorageError(f"cannot read {what} under {self.uri!r}: {e}") from e
 
-    def _summarize(self, path: str) -> Totals:
-        return summarize_batches(self._dataset([path]).to_batches(columns=OVERVIEW_COLUMNS))
-
     def _list_rows(self, path: str, flt: RolloutFilter) -> pa.Table:
         return self._dataset([path]).to_table(columns=LIST_COLUMNS, filter=flt.expression())
 
     # -- the summary ---------------------------------------------------------------------
 
-    def totals(self) -> Totals:
-        """Rows, rewards, errors and format of every committed rollout (each part read once:
-        its sums are cached by path, so a live run's next look reads only its new parts)."""
-        total = Totals()
-        for path in self.files():
-            with self._lock:
-                cached = self._totals.get(path)
-            if cached is None:
-                cached = self._read(path, self._summarize, path)
-                with self._lock:
-                    if len(self._totals) >= self._max_counts:
-                        self._totals.clear()
-                    self._totals[path] = cached
-            total = total + cached
-        return total
+    def totals(self) -> Overview:
+        """The `Overview` of every committed rollout (each part read once: its counts are cached
+        by path, so a live run's next look reads only its new parts)."""
+        return self.overviews.total(self.location, self.files())
 
-    def overview(self, bins: int = 20) -> tuple[Totals, list[Bar]]:
+    def overview(self, bins: int = 20) -> tuple[Overview, list[Bar]]:
         """`totals` and the reward histogram (`raydspy.viewer.overview`)."""
         totals = self.totals()
-        bars = totals.exact_bars()
+        bars = totals.spread.exact_bars()
         if bars is None:
             files = self.files()
             key = (tuple(files), bins)
@@ -157,7 +153,7 @@ class OutputView:
 
                 def read() -> list[Bar]:
                     batches = self._dataset(files).to_batches(columns=["reward"])
-                    return binned_bars(totals, (b.column("reward") for b in batches), bins)
+                    return totals.spread.binned_bars((b.column("reward") for b in batches), bins)
 
                 bars = self._read("rewards", read)
                 self._bars = {key: bars}  # only the latest set of files is asked for again

@@ -183,13 +183,14 @@ def viewer_router(source: RunSource, auth: ViewerAuth) -> APIRouter:
         try:
             run = source.run(run_id)
             output = source.output(run)
-            totals, bars = output.overview()
+            overview, bars = output.overview()
             rows = output.page(flt, offset, PAGE_ROWS)
             card, manifests = output.card(), output.manifests()
         except (RunUnknown, StorageError) as e:
             return failure(request, e)
         here = f"{base_path(request)}/runs/{run_id}"
         params = flt.params()
+        errors = overview.stats.errors_by_count
         charts = {
             "histogram": {
                 "labels": [b.label for b in bars],
@@ -197,9 +198,9 @@ def viewer_router(source: RunSource, auth: ViewerAuth) -> APIRouter:
                 "links": [_link(here, {**params, "min_reward": repr(b.low), "max_reward": repr(b.high)}) for b in bars],
             },
             "errors": {
-                "labels": [t for t, _ in totals.errors_by_count],
-                "counts": [n for _, n in totals.errors_by_count],
-                "links": [_link(here, {**params, "error": t}) for t, _ in totals.errors_by_count],
+                "labels": [t for t, _ in errors],
+                "counts": [n for _, n in errors],
+                "links": [_link(here, {**params, "error": t}) for t, _ in errors],
             },
         }
         pages = {
@@ -208,12 +209,12 @@ def viewer_router(source: RunSource, auth: ViewerAuth) -> APIRouter:
         }
         context = {
             "run": run,
-            "totals": totals,
+            "stats": overview.stats,
             "charts": charts,
             "rows": rows,
             "filter": flt,
             "error_choices": [("", "every row"), (NO_ERROR, "no error"), (ANY_ERROR, "any error")]
-            + [(t, f"{t} ({n})") for t, n in totals.errors_by_count],
+            + [(t, f"{t} ({n})") for t, n in errors],
             "pages": pages,
             "clear": here,
             "back_params": urlencode({**params, "offset": offset} if offset else params),

@@ -1,5 +1,6 @@
 """Where the viewer's runs come from: the service's run manager, or output folders on disk or
-in object storage (``raydspy view OUTPUT``). Both give `RunView` rows and an `OutputView` per run.
+in object storage (``raydspy view OUTPUT``). Both give `RunView` rows and an `OutputView` per run;
+the views of one source share one per-file cache of counts (the service's: its run status's too).
 
 A folder source shows OUTPUT itself as one run when it holds rollout files (or run manifests),
 else each of its sub-folders that does (``raydspy view rollouts/`` after ``raydspy demo`` and
@@ -21,7 +22,9 @@ import pyarrow.fs as pafs
 from raydspy.core.storage import StorageOptions, resolve
 from raydspy.errors import StorageError
 from raydspy.pipeline.manifests import MANIFEST_DIR
+from raydspy.pipeline.part_counts import PartCounts
 from raydspy.viewer.output import OutputView
+from raydspy.viewer.overview import Overview, overview_counts
 
 __all__ = ["RunView", "RunSource", "ServiceRuns", "FolderRuns", "RunUnknown"]
 
@@ -49,10 +52,22 @@ class RunView:
 
 
 class RunSource:
-    """The runs a viewer shows, and a cached `OutputView` of each run's output."""
+    """The runs a viewer shows, and a cached `OutputView` of each run's output.
 
-    def __init__(self, storage: StorageOptions | None = None, max_outputs: int = 64):
+    Args:
+        storage: endpoint options of an S3-compatible store.
+        counts: the per-file cache of overviews the views share (a new one by default).
+        max_outputs: views kept before the oldest is dropped.
+    """
+
+    def __init__(
+        self,
+        storage: StorageOptions | None = None,
+        counts: PartCounts[Overview] | None = None,
+        max_outputs: int = 64,
+    ):
         self.storage = storage or StorageOptions()
+        self.counts = counts or overview_counts()
         self._outputs: dict[str, OutputView] = {}
         self._lock = threading.Lock()
         self._max_outputs = max_outputs
@@ -70,15 +85,16 @@ class RunSource:
             if view is None:
                 if len(self._outputs) >= self._max_outputs:
                     self._outputs.pop(next(iter(self._outputs)))
-                view = self._outputs[run.output_uri] = OutputView(run.output_uri, self.storage)
+                view = self._outputs[run.output_uri] = OutputView(run.output_uri, self.storage, self.counts)
             return view
 
 
 class ServiceRuns(RunSource):
-    """The runs of the HTTP service's `raydspy.service.dispatch.RunManager`."""
+    """The runs of the HTTP service's `raydspy.service.dispatch.RunManager` (whose per-file
+    counts, which its run status reads, the run pages read too)."""
 
     def __init__(self, manager: Any):
-        super().__init__(manager.storage)
+        super().__init__(manager.storage, manager.counts)
         self.manager = manager
 
     @staticmethod
@@ -150,7 +166,7 @@ class FolderRuns(RunSource):
 
     def _view(self, run_id: str, uri: str) -> RunView:
         output = self.output(RunView(run_id, uri, "", False, 0, None, 0, None))
-        totals = output.totals()
+        stats = output.totals().stats
         try:
             infos = _listing(output.location.filesystem, output.location.path, recursive=True)
         except OSError as e:
@@ -169,10 +185,10 @@ class FolderRuns(RunSource):
             output_uri=uri,
             state="WRITING" if writing else "WRITTEN",
             terminal=not writing,
-            done=totals.rows,
+            done=stats.rows,
             planned=None,
-            errors=totals.error_rows,
-            mean_reward=totals.mean_reward,
+            errors=stats.error_rows,
+            mean_reward=stats.mean_reward,
             created_at=min(parts) if parts else None,
         )
 
