@@ -130,15 +130,27 @@ def fake_prompt(messages: list[dict]) -> str:
 
 def fake_logprob(position: int) -> float:
     """The logprob the fake gives the sampled completion token at ``position``."""
-    return -0.5 - 0.25 * (position % 4)
+    return -1.0 - 0.25 * (position % 4)
+
+
+def fake_ranking(position: int, token_id: int, count: int) -> list[tuple[int, float]]:
+    """The ``count`` most likely tokens at ``position`` whose sampled token is ``token_id``, most
+    likely first: ``position % 3`` tokens (ids 1, 2) more likely than the sampled one, then it,
+    then less likely ones (ids 100, 101, ...)."""
+    sampled = fake_logprob(position)
+    better = position % 3
+    ranking = [(1 + j, sampled + 0.25 * (better - j)) for j in range(better)] + [(token_id, sampled)]
+    ranking += [(100 + j, sampled - 1.0 - j) for j in range(count)]
+    return ranking[:count]
 
 
 def vllm_token_data(request: dict, response: dict) -> dict:
     """``response`` with the token data ``request`` asks for, as vLLM's chat endpoint returns it.
 
-    Like vLLM, each position's ``top_logprobs`` lists the *sampled* token first, then the best
-    others: when the sampled token is not the most likely (here: odd positions, rank 2), the list
-    is not sorted, and with ``top_logprobs: K`` it holds the sampled token and K - 1 others.
+    Like vLLM (``vllm/logprobs.py``), a position's ``top_logprobs`` list the *sampled* token
+    first, then the most likely ones (`fake_ranking`), without repeats, cut at ``top_logprobs``: when
+    the sampled token is not the most likely, the list is not sorted, and when it is not among the
+    K most likely, it holds the sampled token and only K - 1 of them.
     """
     as_ids = bool(request.get("return_tokens_as_token_ids"))
 
@@ -156,14 +168,9 @@ def vllm_token_data(request: dict, response: dict) -> dict:
         top_k = int(request.get("top_logprobs") or 0)
         content = []
         for pos, token_id in enumerate(ids):
-            sampled = fake_logprob(pos)
-            if pos % 2:  # rank 2: one better token (id 7), then the rest
-                others = [(7, sampled + 0.5)] + [(8 + j, sampled - 1.0 - j) for j in range(top_k)]
-            else:
-                others = [(8 + j, sampled - 1.0 - j) for j in range(top_k)]
-            ranked = [(token_id, sampled)] + others  # vLLM: sampled first, then by rank
-            top = [{"token": spell(t), "logprob": lp, "bytes": None} for t, lp in ranked[:top_k]]
-            content.append({"token": spell(token_id), "logprob": sampled, "bytes": None, "top_logprobs": top})
+            listed = dict([(token_id, fake_logprob(pos)), *fake_ranking(pos, token_id, top_k)])  # sampled first
+            top = [{"token": spell(t), "logprob": lp, "bytes": None} for t, lp in list(listed.items())[:top_k]]
+            content.append({"token": spell(token_id), "logprob": fake_logprob(pos), "bytes": None, "top_logprobs": top})
         choice["logprobs"] = {"content": content}
     if request.get("return_token_ids"):
         response["prompt_token_ids"] = fake_token_ids(fake_prompt(request["messages"]))

@@ -85,13 +85,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     train = sub.add_parser(
         "train",
-        help="train the student on Ray Train with TRL (SFT or GRPO)",
+        help="train the student on Ray Train with TRL (SFT or GRPO) or on the teacher's logprobs (KD)",
         description="Run TRL's SFTTrainer or GRPOTrainer on Ray Train workers, reporting metrics "
         "and checkpoints to the config's storage_path.",
         epilog=EXAMPLES,
         formatter_class=fmt,
     )
-    train.add_argument("method", choices=["sft", "grpo"])
+    train.add_argument("method", choices=["sft", "grpo", "kd"])
     train.add_argument("--config", required=True, help="training config YAML (jobs/configs/*.yaml)")
     from raydspy.distill.config import TrainConfig
 
