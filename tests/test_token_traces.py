@@ -268,16 +268,21 @@ def _questions(path: Path, count: int) -> Path:
     return path
 
 
+def full_marks(inputs: dict, outputs: dict) -> float:
+    """A reward every rollout passes (the exports keep rewarded rollouts)."""
+    return 1.0
+
+
 def _as_written_before_tokens(out: Path) -> None:
     """Rewrite a run's parts and manifests as a version without token-level traces wrote them."""
     for part in out.glob("part-*.parquet"):
         pq.write_table(pq.read_table(part).drop_columns(["trace_tokens"]), part)
     for manifest in (out / "_runs").glob("*.json"):
         data = json.loads(manifest.read_text())
-        for name, stats in data["files"].items():
-            stats = json.loads(stats) if isinstance(stats, str) else stats
-            stats.pop("token_rows")
-            data["files"][name] = stats
+        for name, stats in data["files"].items():  # RolloutStats.to_json() of each part
+            counts = json.loads(stats)
+            del counts["token_rows"]
+            data["files"][name] = json.dumps(counts)
         manifest.write_text(json.dumps(data))
 
 
@@ -299,7 +304,7 @@ def test_an_old_output_resumes_with_and_without_tokens_and_exports(ray_local, tm
                 input_uri=str(_questions(tmp_path / f"q{count}.jsonl", count)), output_uri=str(out), n=2
             )
             before = len(server.requests)
-            summary = run_pipeline(program, teacher, config)
+            summary = run_pipeline(program, teacher, config, rewards=full_marks)
             return summary, server.requests[before:]
 
         first, _ = run(plain, 2)
@@ -322,7 +327,7 @@ def test_an_old_output_resumes_with_and_without_tokens_and_exports(ray_local, tm
     assert "Token-level traces: 4 of 12 rollouts" in card and "some parts were written before" in card
     assert datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf")).num_rows == 12
 
-    sft = exports.to_sft(str(out), str(tmp_path / "sft"), min_reward=0.0)
+    sft = exports.to_sft(str(out), str(tmp_path / "sft"))
     sft_rows = exports.load_export(str(tmp_path / "sft")).to_list()
     assert sft.rows == len(sft_rows) == 24  # two calls per rollout
     with_ids = [r for r in sft_rows if r["completion_token_ids"] is not None]
@@ -330,7 +335,7 @@ def test_an_old_output_resumes_with_and_without_tokens_and_exports(ray_local, tm
     assert all(r["completion_token_ids"] == fake_token_ids(r["messages"][-1]["content"]) for r in with_ids)
     exports.to_grpo(str(out), str(tmp_path / "grpo"))
     assert "completion_token_ids" in exports.load_export(str(tmp_path / "grpo")).column_names
-    kd = exports.to_kd(str(out), str(tmp_path / "kd"), min_reward=0.0)
+    kd = exports.to_kd(str(out), str(tmp_path / "kd"))
     kd_rows = exports.load_export(str(tmp_path / "kd")).to_list()
     assert kd.rows == len(kd_rows) == 8 and all(len(r["top_token_ids"][0]) == 2 for r in kd_rows)
     loaded = datasets.load_dataset(str(tmp_path / "kd"), split="train", cache_dir=str(tmp_path / "hf2"))
