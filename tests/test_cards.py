@@ -111,7 +111,7 @@ def test_a_rollouts_card_names_the_program_teacher_rewards_schema_and_license():
     assert "huggingface/datasets#5612" in text
     # `datasets` is told the features, less the map it cannot read, so it reads the rest.
     (config,) = meta["configs"]
-    assert config["columns"] == [n for n in ROLLOUT_SCHEMA.names if n != "rewards"]
+    assert config["columns"] == [n for n in ROLLOUT_SCHEMA.names if n not in ("rewards", "trace_tokens")]
     assert [f["name"] for f in meta["dataset_info"]["features"]] == config["columns"]
 
 

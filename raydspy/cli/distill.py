@@ -56,13 +56,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     export = sub.add_parser(
         "export",
-        help="turn rollouts into a training set (SFT messages, DPO pairs, GRPO prompts)",
+        help="turn rollouts into a training set (SFT messages, DPO pairs, GRPO prompts, KD logprobs)",
         description="Read the committed rollouts under --rollouts with Ray Data and write the "
         "training set as Parquet in the columns TRL's trainers expect.",
         epilog=EXAMPLES,
         formatter_class=fmt,
     )
-    export.add_argument("kind", choices=["sft", "dpo", "grpo"])
+    export.add_argument("kind", choices=["sft", "dpo", "grpo", "kd"])
     export.add_argument("--rollouts", required=True, help="folder or prefix of a run's rollouts (local, s3://, gs://)")
     export.add_argument(
         "--output", required=True, help="where the training set goes (its *.parquet files are replaced)"
@@ -71,9 +71,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--min-reward",
         type=float,
         default=ACCEPT_REWARD,
-        help="sft: keep rollouts whose reward is at least this (rejection sampling; default: %(default)s)",
+        help="sft/kd: keep rollouts whose reward is at least this (rejection sampling; default: %(default)s)",
     )
-    export.add_argument("--reward", default=None, help="sft/dpo: use this named reward instead of the combined one")
+    export.add_argument("--reward", default=None, help="sft/dpo/kd: use this named reward instead of the combined one")
     export.add_argument(
         "--columns",
         nargs="*",
@@ -85,13 +85,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     train = sub.add_parser(
         "train",
-        help="train the student on Ray Train with TRL (SFT or GRPO)",
+        help="train the student on Ray Train with TRL (SFT or GRPO) or on the teacher's logprobs (KD)",
         description="Run TRL's SFTTrainer or GRPOTrainer on Ray Train workers, reporting metrics "
         "and checkpoints to the config's storage_path.",
         epilog=EXAMPLES,
         formatter_class=fmt,
     )
-    train.add_argument("method", choices=["sft", "grpo"])
+    train.add_argument("method", choices=["sft", "grpo", "kd"])
     train.add_argument("--config", required=True, help="training config YAML (jobs/configs/*.yaml)")
     from raydspy.distill.config import TrainConfig
 
@@ -136,6 +136,10 @@ def _export(args, init_ray, console) -> int:
         )
     elif args.kind == "dpo":
         summary = exports.to_dpo(args.rollouts, args.output, reward=args.reward, storage=storage)
+    elif args.kind == "kd":
+        summary = exports.to_kd(
+            args.rollouts, args.output, min_reward=args.min_reward, reward=args.reward, storage=storage
+        )
     else:
         summary = exports.to_grpo(args.rollouts, args.output, columns=args.columns, storage=storage)
     console.print(

@@ -6,6 +6,7 @@ No module here imports Ray (`tests/test_layout.py` checks), so `Collect` runs an
 | `collect`    | `Collect`: the seed API, n rollouts per example, in one process              |
 | `runner`     | the rollout code path: program × example × index → one `RolloutRecord`        |
 | `tracing`    | the trace of every LM call a rollout made                                    |
+| `token_traces` | token ids and logprobs of an LM call (vLLM's), when recorded               |
 | `dry_run`    | prompts formatted by the program's adapter, no LM called                     |
 | `rewards`    | the format reward, task rewards, `RewardSet`, DSPy metrics as rewards        |
 | `rollouts`   | `ROLLOUT_SCHEMA`, the rollout row, the one dedupe rule                       |

@@ -23,11 +23,12 @@ import pyarrow.parquet as pq
 
 from raydspy.core.cards import write_card
 from raydspy.core.rewards import RewardSet
-from raydspy.core.rollout_card import rollouts_card
+from raydspy.core.rollout_card import rollouts_card, token_column_loads
 from raydspy.core.rollouts import RolloutRecord, records_to_table
 from raydspy.core.runner import RolloutRunner
 from raydspy.core.stats import RolloutStats
 from raydspy.core.storage import StorageOptions, check_writable, resolve, write_atomic
+from raydspy.core.token_traces import token_request
 from raydspy.errors import ConfigError, InputError
 
 __all__ = ["Collect"]
@@ -57,9 +58,14 @@ class Collect(dspy.Module):
         reward_weights: ``{name: weight}`` for combining named rewards (default: the mean).
         output_format: ``"parquet"`` (default) or ``"jsonl"``.
         storage: endpoint options for S3-compatible stores.
+        record_logprobs: also record each LM call's prompt and completion token ids and the
+            completion's logprobs (the rows' ``trace_tokens``; the teacher must be vLLM).
+        top_logprobs: with ``record_logprobs``, the K most likely tokens at each completion
+            position too (0 … 19; `raydspy.core.token_traces.TokenRequest`).
 
     Raises:
-        ConfigError: bad ``num_threads`` or ``output_format``, or an uncallable reward.
+        ConfigError: bad ``num_threads``, ``output_format`` or ``top_logprobs``, or an uncallable
+            reward.
         StorageError: ``output_dir`` cannot be written.
     """
 
@@ -76,6 +82,8 @@ class Collect(dspy.Module):
         reward_weights: Mapping[str, float] | None = None,
         output_format: Literal["parquet", "jsonl"] = "parquet",
         storage: StorageOptions | None = None,
+        record_logprobs: bool = False,
+        top_logprobs: int = 0,
     ):
         super().__init__()
         if num_threads < 1:
@@ -89,6 +97,7 @@ class Collect(dspy.Module):
         self.lm = lm
         self.adapter = adapter
         self.sampling = dict(sampling or {})
+        self.tokens = token_request(record_logprobs, top_logprobs)
         self.output_format = output_format
         self._location = resolve(output_dir, storage)
         check_writable(self._location)
@@ -125,6 +134,7 @@ class Collect(dspy.Module):
             rewards=self.rewards,
             sampling=self.sampling,
             dry_run=dry_run,
+            tokens=self.tokens,
         )
         results = runner.run_many(rows, n, num_threads=self.num_threads)
         self.last_records = [r.record for r in results]
@@ -158,6 +168,7 @@ class Collect(dspy.Module):
             input_uri=None,
             input_license=None,
             data_files=f"{_FILE_PREFIX}*.parquet",
+            token_column=token_column_loads(stats, self._location, lambda: files),
         )
         write_card(self._location, card)
 

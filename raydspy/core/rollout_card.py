@@ -9,17 +9,23 @@ resume the card describes the whole output, not the last run.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import dspy
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from raydspy.core.cards import DatasetCard, schema_table, size_category
 from raydspy.core.rollouts import ROLLOUT_SCHEMA
 from raydspy.core.stats import ACCEPT_REWARD, RolloutStats
+from raydspy.core.storage import Location
+from raydspy.errors import StorageError
 
-__all__ = ["ROLLOUT_COLUMNS", "rollouts_card"]
+__all__ = ["ROLLOUT_COLUMNS", "rollouts_card", "token_column_loads"]
+
+_TOKENS = "trace_tokens"
 
 #: What each rollout column holds (the table of `raydspy.core.rollouts`, shortened).
 ROLLOUT_COLUMNS = {
@@ -29,6 +35,7 @@ ROLLOUT_COLUMNS = {
     "inputs": "the example's fields, as JSON",
     "outputs": "the program's output fields, as JSON; null when the rollout failed",
     "trace": "one item per LM call: predictor, signature, messages, completion, parsed outputs, tokens, latency",
+    "trace_tokens": "per LM call, the teacher's token ids and logprobs (`--record-logprobs`); null when not recorded",
     "reward": "combined reward (weighted mean of the named ones)",
     "rewards": "each named reward",
     "format_ok": "every LM call parsed in the program's format",
@@ -78,6 +85,56 @@ def _rewards(stats: RolloutStats) -> str:
     return "\n".join(lines)
 
 
+def token_column_loads(stats: RolloutStats, location: Location, files: Callable[[], Sequence[str]]) -> bool:
+    """Whether a card may name ``trace_tokens`` among the columns `datasets` loads: the output
+    holds token-level traces, and every part file has the column.
+
+    Parts written before raydspy recorded tokens lack it, and `datasets` fails on a file that
+    lacks a column its config names (pyarrow's datasets and Ray Data read it as null). Only an
+    output where some rows lack tokens can hold such parts; only then are the parts' schemas
+    read (``files()``: their paths; one footer each).
+
+    Raises:
+        StorageError: a footer cannot be read.
+    """
+    if not stats.token_rows:
+        return False
+    if stats.token_rows == stats.rows:
+        return True
+    for path in files():
+        try:
+            names = pq.read_schema(path, filesystem=location.filesystem).names
+        except OSError as e:
+            raise StorageError(f"cannot read the schema of {path!r}: {e}") from e
+        if _TOKENS not in names:
+            return False
+    return True
+
+
+def _schema(stats: RolloutStats, token_column: bool) -> str:
+    table = schema_table(ROLLOUT_SCHEMA, ROLLOUT_COLUMNS)
+    if not stats.token_rows:
+        return table
+    loads = (
+        ""
+        if token_column
+        else "\n\n`datasets` loads these rollouts without `trace_tokens`: some parts were written before raydspy "
+        "recorded tokens and lack the column. Ray Data and pyarrow read it (null in those parts)."
+    )
+    return f"""{table}
+
+Token-level traces: {stats.token_rows} of {stats.rows} rollouts hold `trace_tokens`, one item per item
+of `trace` (null for a call that returned none), from the teacher's own tokenizer:
+
+| field | type | meaning |
+| --- | --- | --- |
+| `prompt_token_ids` | `list<int32>` | the prompt as the teacher tokenized it (chat template applied) |
+| `completion_token_ids` | `list<int32>` | the tokens sampled; decoded without special tokens, the `completion` |
+| `completion_logprobs` | `list<float32>` | each sampled token's logprob (the model's, before temperature), one per token |
+| `top_token_ids` | `list<list<int32>>` | the K most likely tokens at each completion position, most likely first (`--top-logprobs K`) |
+| `top_logprobs` | `list<list<float32>>` | their logprobs |{loads}"""
+
+
 def _loading(data_files: str) -> str:
     return f"""```python
 # Hugging Face datasets: the card's config reads {data_files} (every column but `rewards`, an
@@ -113,6 +170,7 @@ def rollouts_card(
     input_uri: str | None,
     input_license: str | None,
     data_files: str,
+    token_column: bool = False,
 ) -> DatasetCard:
     """The card of the rollouts ``stats`` counts (everything committed under the output).
 
@@ -126,6 +184,8 @@ def rollouts_card(
         input_uri: where the examples were read, when known; ``input_license`` what their card
             declares (`raydspy.core.cards.input_license`).
         data_files: the rollout files' glob, relative to the output (the card's config).
+        token_column: name ``trace_tokens`` among the columns `datasets` loads
+            (`token_column_loads`); off, the card's config leaves it out.
     """
     metadata = {
         **({"license": input_license} if input_license else {}),
@@ -150,14 +210,15 @@ def rollouts_card(
     return DatasetCard(
         title=f"Rollouts of {program_name}",
         data_files=data_files,
-        schema=ROLLOUT_SCHEMA,
+        # What `datasets` loads (the config's features and columns); the Schema section lists all.
+        schema=ROLLOUT_SCHEMA if token_column else pa.schema([f for f in ROLLOUT_SCHEMA if f.name != _TOKENS]),
         metadata=metadata,
         intro=intro,
         sections=[
             ("Program", f"Program hash `{program_hash}` (the rows' `program_hash`).\n\n{_predictors(program)}"),
             ("Teacher and sampling", _sampling(teacher_model, sampling, stats.completion_tokens, stats.rows)),
             ("Rewards", _rewards(stats)),
-            ("Schema", schema_table(ROLLOUT_SCHEMA, ROLLOUT_COLUMNS)),
+            ("Schema", _schema(stats, token_column)),
             ("Loading", _loading(data_files)),
             ("Source data", source),
         ],

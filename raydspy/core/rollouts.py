@@ -12,6 +12,7 @@ a run's files can be read together whatever the program was.
 | inputs          | string (JSON object)      | the example's fields (program inputs and labels)           |
 | outputs         | string (JSON object)/null | the program's output fields; null when the rollout failed  |
 | trace           | list<struct>              | one item per LM call, see `raydspy.core.tracing.LMCall`         |
+| trace_tokens    | list<struct> / null       | token ids and logprobs of each LM call (`TRACE_TOKENS_ITEM`); null unless recorded |
 | reward          | double / null             | combined reward; null without rewards or if one raised     |
 | rewards         | map<string, double>       | each named reward                                          |
 | format_ok       | bool / null               | every LM call parsed (null in a dry run: nothing to parse) |
@@ -33,7 +34,14 @@ import pyarrow as pa
 
 from raydspy.core.tracing import LMCall
 
-__all__ = ["ROLLOUT_SCHEMA", "TRACE_ITEM", "RolloutRecord", "records_to_table", "first_per_rollout_id"]
+__all__ = [
+    "ROLLOUT_SCHEMA",
+    "TRACE_ITEM",
+    "TRACE_TOKENS_ITEM",
+    "RolloutRecord",
+    "records_to_table",
+    "first_per_rollout_id",
+]
 
 TRACE_ITEM = pa.struct(
     [
@@ -53,6 +61,30 @@ TRACE_ITEM = pa.struct(
     ]
 )
 
+#: One LM call's tokens (`raydspy.core.token_traces.TokenTrace`): item i of ``trace_tokens``
+#: belongs to item i of ``trace``; an item is null when its call returned no token data (it failed).
+#: Lengths: ``completion_token_ids``, ``completion_logprobs``, ``top_*`` all ``[completion_len]``;
+#: each ``top_*`` item ``[K]``, most likely first (null unless ``--top-logprobs K``).
+TRACE_TOKENS_ITEM = pa.struct(
+    [
+        ("prompt_token_ids", pa.list_(pa.int32())),
+        ("completion_token_ids", pa.list_(pa.int32())),
+        ("completion_logprobs", pa.list_(pa.float32())),
+        ("top_token_ids", pa.list_(pa.list_(pa.int32()))),
+        ("top_logprobs", pa.list_(pa.list_(pa.float32()))),
+    ]
+)
+
+# Token data is a column of its own, after `trace`, rather than nullable fields inside TRACE_ITEM:
+# - off (the default), it is one null per row: nothing to store, and the trace items and their
+#   Parquet leaf columns are those of earlier versions;
+# - on, it is most of a row's bytes (8 + 8K bytes per completion token with K alternatives, before
+#   compression, against about 4 bytes of its text); a reader that wants the trace and not the
+#   tokens (a preview, a viewer, a text export) leaves a column out by naming the others, while
+#   fields inside the trace's struct come with it;
+# - files written before it lack a top-level column, which pyarrow's datasets, Ray Data and
+#   `datasets` read as null given this schema (tests/test_token_traces.py), so old outputs still
+#   read, resume and export, and a resumed run may mix rows with and without tokens.
 ROLLOUT_SCHEMA = pa.schema(
     [
         ("rollout_id", pa.string()),
@@ -61,6 +93,7 @@ ROLLOUT_SCHEMA = pa.schema(
         ("inputs", pa.string()),
         ("outputs", pa.string()),
         ("trace", pa.list_(TRACE_ITEM)),
+        ("trace_tokens", pa.list_(TRACE_TOKENS_ITEM)),
         ("reward", pa.float64()),
         ("rewards", pa.map_(pa.string(), pa.float64())),
         ("format_ok", pa.bool_()),
@@ -97,6 +130,13 @@ class RolloutRecord:
             return None
         return all(call.format_ok for call in self.trace)
 
+    @property
+    def trace_tokens(self) -> list[dict[str, Any] | None] | None:
+        """The ``trace_tokens`` item of each call, or None when no call recorded tokens."""
+        if not any(call.tokens is not None for call in self.trace):
+            return None
+        return [None if call.tokens is None else call.tokens.to_dict() for call in self.trace]
+
     def to_row(self) -> dict[str, Any]:
         return {
             "rollout_id": self.rollout_id,
@@ -105,6 +145,7 @@ class RolloutRecord:
             "inputs": json.dumps(self.inputs, default=str, ensure_ascii=False),
             "outputs": None if self.outputs is None else json.dumps(self.outputs, default=str, ensure_ascii=False),
             "trace": [call.to_dict() for call in self.trace],
+            "trace_tokens": self.trace_tokens,
             "reward": self.reward,
             "rewards": list(self.rewards.items()),
             "format_ok": self.format_ok,

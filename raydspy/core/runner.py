@@ -9,6 +9,7 @@ Per rollout the runner:
    cache on, each rollout index is its own cache key, so n rollouts are n real samples (and a
    re-run of the same rollout is a cache hit, not a second bill); when ``sampling`` has a
    ``seed``, the copy sends the rollout's own seed instead (`raydspy.core.identity.rollout_seed`);
+   with ``tokens``, the copy also asks for token ids and logprobs (`raydspy.core.token_traces`);
 2. attaches a `TraceRecorder` to that LM copy and to a copy of the adapter, both handed to the
    program through ``dspy.context`` (thread-local), so no other rollout's calls reach the trace;
 3. runs the program; an exception (a parse failure, an HTTP error, a bug in the program) becomes
@@ -36,6 +37,7 @@ from raydspy.core.program import check_examples, detach_lms, program_input_field
 from raydspy.core.retrying_lm import is_transient_lm_error
 from raydspy.core.rewards import RewardSet
 from raydspy.core.rollouts import RolloutRecord
+from raydspy.core.token_traces import TokenRequest
 from raydspy.core.tracing import TraceRecorder, describe_error, predictor_names
 from raydspy.errors import ConfigError
 
@@ -108,6 +110,10 @@ class RolloutRunner:
             ``seed=rollout_seed(rollout_id)``, so a rollout sampled again samples the same.
         id_field: the examples' id column, if any (else ids hash the example's content).
         dry_run: format prompts only; never call an LM (see `raydspy.core.dry_run`).
+        tokens: record each LM call's token ids and logprobs (the row's ``trace_tokens``); the
+            teacher must be vLLM (or a server that takes its ``return_token_ids``). Not part of
+            rollout ids: the samples are the same with or without it, so a run resumed with it
+            on skips the rollouts already done, and records tokens for the rest.
 
     Raises:
         ConfigError: the program's input fields cannot be determined.
@@ -123,6 +129,7 @@ class RolloutRunner:
         sampling: Mapping[str, Any] | None = None,
         id_field: str | None = None,
         dry_run: bool = False,
+        tokens: TokenRequest | None = None,
     ):
         self.program = program
         self.lm = lm
@@ -131,6 +138,7 @@ class RolloutRunner:
         self.sampling = dict(sampling or {})
         self.id_field = id_field
         self.dry_run = dry_run
+        self.tokens = None if dry_run else tokens
         self.input_fields = program_input_fields(program)
         self.program_hash = program_hash(program, adapter)
         self._dry_lm = DryRunLM() if dry_run else None
@@ -160,7 +168,7 @@ class RolloutRunner:
         ex_id = example_id_ or example_id(example, self.id_field)
         failure: Exception | None = None
         rollout_id_ = rollout_id_ or self.rollout_id(ex_id, rollout_index)
-        recorder = TraceRecorder(self._names)
+        recorder = TraceRecorder(self._names, tokens=self.tokens)
         lm = recorder.attach(self._rollout_lm(rollout_index, rollout_id_, lm))  # the rollout's own copy
         adapter = copy.copy(self.adapter or dspy.settings.adapter or dspy.ChatAdapter())
         recorder.watch_parse(adapter)
@@ -222,6 +230,8 @@ class RolloutRunner:
         kwargs = dict(self.sampling)
         if kwargs.get("seed") is not None:  # the run's seed names the run; each rollout sends its own
             kwargs["seed"] = rollout_seed(rollout_id_)
+        if self.tokens is not None:
+            kwargs.update(self.tokens.lm_kwargs(getattr(base, "kwargs", {}).get("extra_body")))
         return base.copy(rollout_id=rollout_index, **kwargs)
 
     # -- many rollouts ---------------------------------------------------------------------

@@ -54,6 +54,7 @@ class RolloutStats:
         named_rewards: each named reward → ``(sum, count)`` over the rows where it has a value.
         format_ok, format_count: rows with ``format_ok`` true, and rows where it is known.
         completion_tokens: completion tokens over every traced LM call.
+        token_rows: rows that hold token-level traces (``trace_tokens`` set).
         last_error: the last error row's full ``error`` text, or None.
     """
 
@@ -67,6 +68,7 @@ class RolloutStats:
     format_ok: int = 0
     format_count: int = 0
     completion_tokens: int = 0
+    token_rows: int = 0
     last_error: str | None = None
 
     @classmethod
@@ -97,6 +99,8 @@ class RolloutStats:
             stats["completion_tokens"] = (
                 int(pc.sum(pc.struct_field(calls, "completion_tokens")).as_py() or 0) if len(calls) else 0
             )
+        if "trace_tokens" in names:
+            stats["token_rows"] = table.num_rows - table.column("trace_tokens").null_count
         if "rewards" in names:
             named: dict[str, list[float]] = {}
             for pairs in table.column("rewards").to_pylist():
@@ -124,6 +128,7 @@ class RolloutStats:
             format_ok=self.format_ok + other.format_ok,
             format_count=self.format_count + other.format_count,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            token_rows=self.token_rows + other.token_rows,
             last_error=other.last_error or self.last_error,
         )
 

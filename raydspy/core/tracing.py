@@ -4,8 +4,9 @@ A `TraceRecorder` is a DSPy callback installed on one rollout's own LM copy and 
 which only that rollout's thread calls, so calls made by other rollouts can never land in its trace.
 It sees, per LM call: the predictor that made it (the innermost ``dspy.Predict`` running), the
 messages the adapter formatted, the raw completion, the adapter's parse of it (or the parse
-error), token usage, latency and model. ChatAdapter's JSON fallback makes a second LM call for
-the same predictor: both calls are kept, the first with its parse error.
+error), token usage, latency and model; and, when asked (`raydspy.core.token_traces`), the
+call's token ids and logprobs. ChatAdapter's JSON fallback makes a second LM call for the same
+predictor: both calls are kept, the first with its parse error.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import dspy
 from dspy.utils.callback import BaseCallback
 
 from raydspy.core.dry_run import DryRunHalt
+from raydspy.core.token_traces import TokenRequest, TokenTrace, parse_token_trace, without_logprobs
 
 __all__ = ["LMCall", "TraceRecorder", "predictor_names"]
 
@@ -45,6 +47,8 @@ class LMCall:
             usage, so the token counts are None).
         model: the model name the LM was called with.
         error: ``"Type: message"`` when the LM call itself raised (connection, HTTP status, ...).
+        tokens: the call's token ids and logprobs when the recorder asked for them, else None;
+            not part of `to_dict` (the row keeps them apart, in ``trace_tokens``).
     """
 
     predictor: str | None
@@ -60,11 +64,15 @@ class LMCall:
     cached: bool | None = None
     model: str | None = None
     error: str | None = None
+    tokens: TokenTrace | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The call as a ``trace`` item of the rollout row (everything but ``tokens``)."""
         # Shallow: `dataclasses.asdict` deep-copies every message, a tenth of a rollout's CPU
         # time with an instant LM; the messages are already this call's own copies.
-        return dict(self.__dict__)
+        item = dict(self.__dict__)
+        del item["tokens"]
+        return item
 
 
 def predictor_names(program: dspy.Module) -> dict[int, str]:
@@ -116,7 +124,7 @@ def _traced_class(cls: type) -> type:
             recorder.on_lm_end(call_id, None, e)
             raise
         recorder.on_lm_end(call_id, outputs, None)
-        return outputs
+        return without_logprobs(outputs) if recorder.tokens is not None else outputs
 
     async def acall(self, prompt=None, *, messages=None, **kwargs):
         recorder, call_id = self._raydspy_recorder, _next_call_id()
@@ -127,7 +135,7 @@ def _traced_class(cls: type) -> type:
             recorder.on_lm_end(call_id, None, e)
             raise
         recorder.on_lm_end(call_id, outputs, None)
-        return outputs
+        return without_logprobs(outputs) if recorder.tokens is not None else outputs
 
     traced = type(f"Traced{cls.__name__}", (cls,), {"__call__": __call__, "acall": acall, "__module__": cls.__module__})
     return traced
@@ -161,10 +169,17 @@ class TraceRecorder(BaseCallback):
     through ``callbacks=[recorder]``. `attach` records the same events without DSPy's callback
     wrapper, whose ``inspect.getcallargs`` on every call was a fifth of a rollout's CPU time.
 
+    With ``tokens`` (a `TokenRequest`), each answered call's token data is parsed from the LM's
+    response into ``LMCall.tokens``; the LM itself must send the request's parameters (the
+    runner's copy does: `raydspy.core.runner.RolloutRunner`). An LM attached with `attach` then
+    hands the adapter its outputs without the logprobs, so the program's outputs are the same
+    with tokens recorded or not.
+
     Not thread-safe by design: one rollout runs its predictors in one thread.
     """
 
     names: dict[int, str]
+    tokens: TokenRequest | None = None
     calls: list[LMCall] = field(default_factory=list)
     _open: dict[str, tuple[LMCall, float, Any, list]] = field(default_factory=dict)
 
@@ -200,6 +215,9 @@ class TraceRecorder(BaseCallback):
             call.cached = not usage  # DSPy records empty usage exactly for cache hits
             call.prompt_tokens = usage.get("prompt_tokens")
             call.completion_tokens = usage.get("completion_tokens")
+            if self.tokens is not None:
+                # A cache hit holds the response it answered with, token data included.
+                call.tokens = parse_token_trace(history[-1].get("response"), self.tokens.top_logprobs)
 
     def attach(self, lm: dspy.BaseLM) -> dspy.BaseLM:
         """Record every call of ``lm`` (a rollout's private copy, changed in place and returned).

@@ -1,9 +1,10 @@
-"""Distillation: rollouts → training sets (SFT, DPO, GRPO) → student trained on Ray Train with TRL
+"""Distillation: rollouts → training sets (SFT, DPO, GRPO, KD) → student trained on Ray Train with TRL
 → evaluated against the teacher on the task's held-out examples, for any DSPy program.
 
 | module        | job                                                                  |
 | ------------- | -------------------------------------------------------------------- |
-| `exports`     | `to_sft`, `to_dpo`, `to_grpo`: Ray Data over committed rollouts → TRL's Parquet layouts |
+| `exports`     | `to_sft`, `to_dpo`, `to_grpo`, `to_kd`: Ray Data over committed rollouts → TRL's Parquet layouts |
+| `schemas`     | the Arrow schemas of the exports' rows (token columns included)     |
 | `cards`       | the dataset card each export writes beside its rows                  |
 | `config`      | `TrainConfig`: the YAML of a training job (jobs/configs/)            |
 | `train`       | `run_training`: Ray Train TorchTrainer running TRL's SFTTrainer / GRPOTrainer |
@@ -21,7 +22,8 @@ from raydspy._lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(
-        ["to_sft", "to_dpo", "to_grpo", "read_rollouts", "load_export", "ExportSummary"], "raydspy.distill.exports"
+        ["to_sft", "to_dpo", "to_grpo", "to_kd", "read_rollouts", "load_export", "ExportSummary"],
+        "raydspy.distill.exports",
     ),
     **dict.fromkeys(["TrainConfig", "LoraSettings", "GRPOSettings"], "raydspy.distill.config"),
     **dict.fromkeys(["run_training", "TrainResult"], "raydspy.distill.train"),
@@ -32,7 +34,7 @@ __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:
     from raydspy.distill.config import GRPOSettings, LoraSettings, TrainConfig
-    from raydspy.distill.exports import ExportSummary, load_export, read_rollouts, to_dpo, to_grpo, to_sft
+    from raydspy.distill.exports import ExportSummary, load_export, read_rollouts, to_dpo, to_grpo, to_kd, to_sft
     from raydspy.distill.rewards import GRPOReward, grpo_reward_funcs
     from raydspy.distill.train import TrainResult, run_training
 

@@ -1,4 +1,4 @@
-"""The dataset card of a training-set export (SFT, DPO, GRPO): what the rows are, which rollouts
+"""The dataset card of a training-set export (SFT, DPO, GRPO, KD): what the rows are, which rollouts
 they came from, and how TRL reads them (`raydspy.core.cards` renders and writes it)."""
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ _KINDS = {
         "trl.GRPOTrainer",
         "reinforcement-learning",
     ),
+    "kd": (
+        "chat `messages` of each kept LM call with the teacher's tokens: its token ids, their logprobs and "
+        "the top-k alternatives at each completion position, for token-level (offline) distillation",
+        "a token-level distillation loss on the teacher's top-k logprobs",
+        "text-generation",
+    ),
 }
 
 _COLUMNS = {
@@ -44,6 +50,11 @@ _COLUMNS = {
     "inputs": "the example's fields, as JSON",
     "call_index": "the call's place in its rollout",
     "replay": "JSON list of the rollout's completions (null where none)",
+    "prompt_token_ids": "the prompt as the teacher tokenized it (chat template applied)",
+    "completion_token_ids": "the tokens the teacher sampled (decoded without special tokens: the completion)",
+    "completion_logprobs": "the teacher's logprob of each sampled token",
+    "top_token_ids": "the teacher's K most likely tokens at each completion position, most likely first",
+    "top_logprobs": "their logprobs",
 }
 
 
@@ -58,7 +69,7 @@ def export_card(
     license_: str | None,
     data_files: str = "*.parquet",
 ) -> DatasetCard:
-    """The card of an export of ``kind`` (``"sft"``, ``"dpo"``, ``"grpo"``): ``rows`` training
+    """The card of an export of ``kind`` (``"sft"``, ``"dpo"``, ``"grpo"``, ``"kd"``): ``rows`` training
     rows from ``rollouts`` distinct rollouts under ``rollouts_uri``, made with ``options``, in
     ``schema``; ``license_`` is what the rollouts' own card declares (None: unknown)."""
     meaning, trainer, category = _KINDS[kind]

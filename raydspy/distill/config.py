@@ -1,4 +1,4 @@
-"""Training-job configs: what `jobs/sft.py` and `jobs/grpo.py` read from a YAML file.
+"""Training-job configs: what `jobs/sft.py` and `jobs/grpo.py` (and ``raydspy train``) read from a YAML file.
 
 One pydantic model, validated when built, for both methods; ``jobs/configs/*.yaml`` are instances
 (the CPU one for the embedded 135M student, the GPU one for Llama-3.2-1B-Instruct on several
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from raydspy.core.configfile import read_yaml_model
 from raydspy.teacher.embedded import EMBEDDED_URI
 
-__all__ = ["LoraSettings", "GRPOSettings", "TrainConfig"]
+__all__ = ["LoraSettings", "GRPOSettings", "KDSettings", "TrainConfig"]
 
 
 class LoraSettings(BaseModel):
@@ -69,6 +69,22 @@ class GRPOSettings(BaseModel):
         return self
 
 
+class KDSettings(BaseModel):
+    """Token-level distillation on the teacher's top-k logprobs (`raydspy.distill.kd`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the distillation term; 1 - alpha weighs cross-entropy on the sampled tokens.",
+    )
+    temperature: float = Field(
+        1.0, gt=0.0, description="Softens teacher and student alike; the KD term is scaled by its square."
+    )
+
+
 class TrainConfig(BaseModel):
     """One training run on Ray Train.
 
@@ -81,7 +97,7 @@ class TrainConfig(BaseModel):
     model: str = Field(
         EMBEDDED_URI, description="Student: a local checkpoint, a hub id, or raydspy://smollm2-135m-instruct."
     )
-    dataset: str = Field(..., description="URI of an export (`raydspy export sft|grpo`).")
+    dataset: str = Field(..., description="URI of an export (`raydspy export sft|grpo|kd`).")
     storage_path: str = Field("runs/train", description="Where Ray Train writes the run (local, s3://, gs://).")
     name: str = Field("sft", description="Run name: the folder under storage_path.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data parallel).")
@@ -119,7 +135,11 @@ class TrainConfig(BaseModel):
         0, description="Seed of the data order and sampling: a second pass with another sees other rows first."
     )
     grpo: GRPOSettings | None = Field(None, description="GRPO only: the task and sampling.")
-    trl: dict[str, Any] = Field(default_factory=dict, description="More arguments of trl.SFTConfig / trl.GRPOConfig.")
+    kd: KDSettings | None = Field(None, description="KD only: the loss's weights (default: KDSettings()).")
+    trl: dict[str, Any] = Field(
+        default_factory=dict,
+        description="More arguments of trl.SFTConfig / trl.GRPOConfig (KD: transformers.TrainingArguments).",
+    )
 
     @model_validator(mode="after")
     def _shared_prefix_without_checkpointing(self) -> TrainConfig:

@@ -9,6 +9,13 @@ group into training rows, and writes them as Parquet under an output URI:
 | `to_sft`  | LM call of a kept rollout (rejection sampling)| ``messages`` (system, user, …, assistant), ``rollout_id``, ``example_id``, ``predictor``, ``reward`` |
 | `to_dpo`  | example × predictor × prompt whose best and worst rollouts' rewards differ | ``prompt`` (messages), ``chosen`` / ``rejected`` (one assistant message each), ``chosen_reward``, ``rejected_reward``, ``chosen_rollout_id``, ``rejected_rollout_id``, ``example_id``, ``predictor`` |
 | `to_grpo` | example × predictor × prompt                  | ``prompt`` (messages), ``inputs`` (the example as JSON: the gold label is there), one string column per name in ``columns``, ``example_id``, ``predictor``, ``call_index`` (the call's place in its rollout), ``replay`` (JSON list of the rollout's completions, null where none: `raydspy.distill.replay`) |
+| `to_kd`   | LM call of a kept rollout whose tokens were recorded with top-k | SFT's columns, and the teacher's ``prompt_token_ids``, ``completion_token_ids``, ``completion_logprobs``, ``top_token_ids``, ``top_logprobs`` (offline distillation) |
+
+Rollouts recorded with token-level traces (``raydspy collect --record-logprobs``) give the SFT and
+GRPO rows three more columns, `TOKEN_COLUMNS`: the call's ``prompt_token_ids``,
+``completion_token_ids`` and ``completion_logprobs``, as the teacher's tokenizer made them (so a
+trainer need not tokenise the text again). They are null in rows whose rollout recorded none, and
+an export of rollouts that recorded none has no such columns.
 
 Beside the rows, each export writes its dataset card, ``README.md`` (`raydspy.distill.cards`).
 
@@ -35,7 +42,17 @@ from raydspy.core.rollouts import ROLLOUT_SCHEMA, first_per_rollout_id
 from raydspy.core.stats import ACCEPT_REWARD
 from raydspy.core.storage import Location, StorageOptions, resolve
 from raydspy.distill.cards import export_card
-from raydspy.distill.transforms import dpo_rows, grpo_rows, sft_rows
+from raydspy.distill.schemas import (
+    DPO_SCHEMA,
+    GRPO_RESERVED,
+    KD_SCHEMA,
+    MESSAGES,
+    SFT_SCHEMA,
+    TOKEN_FIELDS,
+    grpo_schema,
+    with_tokens,
+)
+from raydspy.distill.transforms import TOKEN_COLUMNS, dpo_rows, grpo_rows, kd_rows, sft_rows
 from raydspy.errors import ConfigError, InputError, StorageError
 from raydspy.pipeline.commits import committed_files
 
@@ -43,72 +60,21 @@ __all__ = [
     "MESSAGES",
     "SFT_SCHEMA",
     "DPO_SCHEMA",
+    "KD_SCHEMA",
+    "TOKEN_FIELDS",
     "grpo_schema",
     "ExportSummary",
     "read_rollouts",
     "to_sft",
     "to_dpo",
     "to_grpo",
+    "to_kd",
     "sft_rows",
     "dpo_rows",
     "grpo_rows",
+    "kd_rows",
     "load_export",
 ]
-
-MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-MESSAGES = pa.list_(MESSAGE)
-
-SFT_SCHEMA = pa.schema(
-    [
-        ("messages", MESSAGES),
-        ("rollout_id", pa.string()),
-        ("example_id", pa.string()),
-        ("predictor", pa.string()),
-        ("reward", pa.float64()),
-    ]
-)
-
-DPO_SCHEMA = pa.schema(
-    [
-        ("prompt", MESSAGES),
-        ("chosen", MESSAGES),
-        ("rejected", MESSAGES),
-        ("chosen_reward", pa.float64()),
-        ("rejected_reward", pa.float64()),
-        ("chosen_rollout_id", pa.string()),
-        ("rejected_rollout_id", pa.string()),
-        ("example_id", pa.string()),
-        ("predictor", pa.string()),
-    ]
-)
-
-#: Names the GRPO export uses itself; an input column cannot take them.
-_GRPO_RESERVED = (
-    "prompt",
-    "inputs",
-    "example_id",
-    "predictor",
-    "call_index",
-    "replay",
-    "completion",
-    "completions",
-    "prompts",
-)
-
-
-def grpo_schema(columns: Sequence[str] = ()) -> pa.Schema:
-    """The GRPO export's schema with extra string ``columns`` taken from each example's inputs."""
-    return pa.schema(
-        [
-            ("prompt", MESSAGES),
-            ("inputs", pa.string()),
-            *((c, pa.string()) for c in columns),
-            ("example_id", pa.string()),
-            ("predictor", pa.string()),
-            ("call_index", pa.int32()),
-            ("replay", pa.string()),
-        ]
-    )
 
 
 @dataclass(frozen=True)
@@ -116,7 +82,7 @@ class ExportSummary:
     """What an export wrote.
 
     Attributes:
-        kind: ``"sft"``, ``"dpo"`` or ``"grpo"``.
+        kind: ``"sft"``, ``"dpo"``, ``"grpo"`` or ``"kd"``.
         rows: training rows written.
         rollouts: distinct rollouts read (duplicates of a committed rollout id counted once).
         output_uri: where the Parquet files are.
@@ -159,6 +125,21 @@ def _per_example(
     return pa.Table.from_pylist(transform(first_per_rollout_id(batch)[0].to_pylist()), schema=schema)
 
 
+def _present(batch: pa.Table, column: str) -> pa.Table:
+    return pa.table({"present": [batch.num_rows - batch.column(column).null_count]})
+
+
+def _drop_absent_tokens(out, schema: pa.Schema, optional: Sequence[str]):
+    """``(out, schema)`` without the ``optional`` token columns when no row has them (rollouts
+    recorded without tokens export as they did before token-level traces existed)."""
+    if not optional or not out.count():
+        return out, schema
+    body = functools.partial(_present, column=optional[0])  # the columns come and go together
+    if out.select_columns([optional[0]]).map_batches(body, batch_format="pyarrow").sum("present"):
+        return out, schema
+    return out.drop_columns(list(optional)), pa.schema([f for f in schema if f.name not in optional])
+
+
 def _export(
     kind: str,
     rollouts_uri: str,
@@ -167,7 +148,12 @@ def _export(
     schema: pa.Schema,
     storage: StorageOptions | None,
     options: dict[str, Any],
+    optional: Sequence[str] = (),
+    if_empty: str | None = None,
 ) -> ExportSummary:
+    """Read, group by example, ``transform``, write; ``optional`` columns of ``schema`` are
+    left out when every row has them null. With ``if_empty``, no rows raise `InputError` with
+    that message, and nothing is written."""
     ds = read_rollouts(rollouts_uri, storage)
     rollouts = ds.select_columns(["rollout_id"]).unique("rollout_id")
     # Few partitions: an example's rollouts are a few KB, and Ray's default (200) would start
@@ -175,7 +161,10 @@ def _export(
     partitions = max(1, min(16, len(ds.input_files())))
     body = functools.partial(_per_example, transform=transform, schema=schema)
     out = ds.groupby("example_id", num_partitions=partitions).map_groups(body, batch_format="pyarrow").materialize()
+    out, schema = _drop_absent_tokens(out, schema, optional)
     rows = out.count()
+    if not rows and if_empty:
+        raise InputError(if_empty, uri=rollouts_uri)
     location = resolve(output_uri, storage)
     _clear(location)
     if rows:
@@ -227,9 +216,35 @@ def to_sft(
         StorageError: nothing committed under ``rollouts_uri``, or the output cannot be written.
     """
     transform = functools.partial(sft_rows, min_reward=min_reward, reward=reward)
-    return _export(
-        "sft", rollouts_uri, output_uri, transform, SFT_SCHEMA, storage, {"min_reward": min_reward, "reward": reward}
+    options = {"min_reward": min_reward, "reward": reward}
+    schema = with_tokens(SFT_SCHEMA)
+    return _export("sft", rollouts_uri, output_uri, transform, schema, storage, options, TOKEN_COLUMNS)
+
+
+def to_kd(
+    rollouts_uri: str,
+    output_uri: str,
+    *,
+    min_reward: float = ACCEPT_REWARD,
+    reward: str | None = None,
+    storage: StorageOptions | None = None,
+) -> ExportSummary:
+    """Export the offline distillation set: the SFT rows (same filter) of calls recorded with the
+    teacher's top-k alternatives (``raydspy collect --record-logprobs --top-logprobs K``), with
+    the teacher's token ids, their logprobs and the alternatives (`KD_SCHEMA`): what a
+    token-level distillation loss reads, for a student that shares the teacher's tokenizer.
+
+    Raises:
+        InputError: no kept call has top-k logprobs (says how to collect them).
+        StorageError: nothing committed under ``rollouts_uri``, or the output cannot be written.
+    """
+    transform = functools.partial(kd_rows, min_reward=min_reward, reward=reward)
+    options = {"min_reward": min_reward, "reward": reward}
+    empty = (
+        f"no LM call under {rollouts_uri!r} with the teacher's top-k logprobs among rollouts of reward >= "
+        f"{min_reward}: collect with `--record-logprobs --top-logprobs K` (K > 0), or lower --min-reward"
     )
+    return _export("kd", rollouts_uri, output_uri, transform, KD_SCHEMA, storage, options, if_empty=empty)
 
 
 def to_dpo(
@@ -256,13 +271,14 @@ def to_grpo(
         StorageError: nothing committed under ``rollouts_uri``, or the output cannot be written.
     """
     columns = tuple(columns)
-    clash = sorted(set(columns) & set(_GRPO_RESERVED))
+    clash = sorted(set(columns) & set(GRPO_RESERVED))
     if clash:
-        raise ConfigError(f"columns {clash} clash with the GRPO export's own columns {list(_GRPO_RESERVED)}")
+        raise ConfigError(f"columns {clash} clash with the GRPO export's own columns {list(GRPO_RESERVED)}")
 
     transform = functools.partial(grpo_rows, columns=columns)
+    schema = with_tokens(grpo_schema(columns))
     return _export(
-        "grpo", rollouts_uri, output_uri, transform, grpo_schema(columns), storage, {"columns": list(columns)}
+        "grpo", rollouts_uri, output_uri, transform, schema, storage, {"columns": list(columns)}, TOKEN_COLUMNS
     )
 
 

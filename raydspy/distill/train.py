@@ -1,4 +1,4 @@
-"""SFT and GRPO of the student on Ray Train: a `TorchTrainer` whose workers each run a TRL trainer.
+"""SFT, GRPO and KD of the student on Ray Train: a `TorchTrainer` whose workers each run a trainer.
 
     driver: run_training("sft", config)
       │ TorchTrainer(ScalingConfig(num_workers, use_gpu), RunConfig(storage_path))
@@ -15,6 +15,7 @@ batch share is computed once per step, not once per row (`raydspy.distill.shared
 GRPO samples ``num_generations`` completions per prompt and scores them with the format reward and
 each of the task's rewards, replaying the prompt's rollout with the completion in place
 (`raydspy.distill.rewards`, `raydspy.distill.replay`): any program, one predictor or several.
+KD trains on the teacher's own token ids against its top-k logprobs (`raydspy.distill.kd`).
 
 Example (after ``ray.init()``):
     >>> config = TrainConfig.from_yaml("jobs/configs/sft-cpu.yaml", dataset="datasets/sft")  # doctest: +SKIP
@@ -45,7 +46,7 @@ __all__ = ["TrainResult", "run_training", "train_loop", "MODEL_DIR"]
 #: Folder of the final model inside the run's last checkpoint.
 MODEL_DIR = "model"
 
-Method = Literal["sft", "grpo"]
+Method = Literal["sft", "grpo", "kd"]
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,8 @@ def run_training(
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if method not in ("sft", "grpo"):
-        raise ConfigError(f"method must be 'sft' or 'grpo', got {method!r}")
+    if method not in ("sft", "grpo", "kd"):
+        raise ConfigError(f"method must be 'sft', 'grpo' or 'kd', got {method!r}")
     if method == "grpo":
         config = config.model_copy(update={"grpo": resolve_grpo(config)})
     # Resolved on the driver: the embedded model converts once here, not once per worker; and
@@ -195,6 +196,10 @@ def _build_trainer(
             target_modules=config.lora.target_modules,
             task_type="CAUSAL_LM",
         )
+    if method == "kd":
+        from raydspy.distill.kd import build_kd_trainer
+
+        return build_kd_trainer(config, model, tokenizer, common, dataset)
     if method == "sft":
         from trl import SFTConfig, SFTTrainer
 

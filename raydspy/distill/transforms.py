@@ -1,6 +1,10 @@
 """The per-example transforms of the exports: one example's rollout rows (dicts) in, its training
 rows out. Pure functions, so each is tested on rows without Ray; `raydspy.distill.exports` maps
-them over the examples with Ray Data."""
+them over the examples with Ray Data.
+
+Rollouts recorded with token-level traces (``trace_tokens``) give their SFT, GRPO and KD rows the
+call's tokens too (`TOKEN_COLUMNS`, `KD_COLUMNS`); a row of a rollout without them leaves those
+keys out (its columns are null in the export)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["sft_rows", "dpo_rows", "grpo_rows"]
+__all__ = ["TOKEN_COLUMNS", "KD_COLUMNS", "sft_rows", "dpo_rows", "grpo_rows", "kd_rows"]
+
+#: The token fields an SFT or GRPO row takes from its call's ``trace_tokens`` item.
+TOKEN_COLUMNS = ("prompt_token_ids", "completion_token_ids", "completion_logprobs")
+
+#: The token fields a KD row takes: those and the teacher's top-k alternatives.
+KD_COLUMNS = (*TOKEN_COLUMNS, "top_token_ids", "top_logprobs")
 
 
 def _in_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -37,15 +47,23 @@ def _answered(row: dict[str, Any]) -> bool:
     return not row["dry_run"] and bool(row["trace"])
 
 
-def sft_rows(rows: list[dict[str, Any]], *, min_reward: float = 1.0, reward: str | None = None) -> list[dict[str, Any]]:
-    """SFT rows of one example's rollouts: every parsed LM call of each rollout that did not fail
-    and whose reward (the combined one, or the named ``reward``) is at least ``min_reward``."""
+def _tokens(row: dict[str, Any], index: int, columns: Sequence[str] = TOKEN_COLUMNS) -> dict[str, Any]:
+    """``columns`` of the ``trace_tokens`` item of call ``index``, or ``{}`` when the rollout
+    recorded none (rows written before the column existed lack the key)."""
+    items = row.get("trace_tokens")
+    item = items[index] if items and index < len(items) else None
+    return {} if item is None else {c: item[c] for c in columns}
+
+
+def _kept_calls(
+    rows: list[dict[str, Any]], min_reward: float, reward: str | None, columns: Sequence[str]
+) -> list[dict[str, Any]]:
     out = []
     for row in _in_order(rows):
         score = _score(row, reward)
         if row["error"] is not None or not _answered(row) or score is None or score < min_reward:
             continue
-        for call in row["trace"]:
+        for index, call in enumerate(row["trace"]):
             if call["completion"] is None or not call["format_ok"]:
                 continue
             out.append(
@@ -55,9 +73,24 @@ def sft_rows(rows: list[dict[str, Any]], *, min_reward: float = 1.0, reward: str
                     "example_id": row["example_id"],
                     "predictor": call["predictor"],
                     "reward": score,
+                    **_tokens(row, index, columns),
                 }
             )
     return out
+
+
+def sft_rows(rows: list[dict[str, Any]], *, min_reward: float = 1.0, reward: str | None = None) -> list[dict[str, Any]]:
+    """SFT rows of one example's rollouts: every parsed LM call of each rollout that did not fail
+    and whose reward (the combined one, or the named ``reward``) is at least ``min_reward``;
+    with the call's `TOKEN_COLUMNS` when its rollout recorded them."""
+    return _kept_calls(rows, min_reward, reward, TOKEN_COLUMNS)
+
+
+def kd_rows(rows: list[dict[str, Any]], *, min_reward: float = 1.0, reward: str | None = None) -> list[dict[str, Any]]:
+    """Offline distillation rows of one example's rollouts: the calls `sft_rows` keeps whose
+    tokens were recorded with the teacher's top-k alternatives (``--top-logprobs K``), with all
+    of `KD_COLUMNS`; calls recorded without them are left out."""
+    return [r for r in _kept_calls(rows, min_reward, reward, KD_COLUMNS) if r.get("top_token_ids") is not None]
 
 
 def dpo_rows(rows: list[dict[str, Any]], *, reward: str | None = None) -> list[dict[str, Any]]:
@@ -102,9 +135,11 @@ def dpo_rows(rows: list[dict[str, Any]], *, reward: str | None = None) -> list[d
 def grpo_rows(rows: list[dict[str, Any]], *, columns: Sequence[str] = ()) -> list[dict[str, Any]]:
     """GRPO prompts of one example: one row per predictor and distinct prompt (the trainer samples
     the completions), with the example's inputs as JSON, the named ``columns`` as strings, and
-    what replaying the rollout needs (``call_index``, ``replay``). Dry-run rows count: their
-    first call's prompt is recorded, with no completion. A call followed by one that did not
-    parse is left out: its rollout cannot be replayed to the program's outputs."""
+    what replaying the rollout needs (``call_index``, ``replay``), and the call's
+    `TOKEN_COLUMNS` when its rollout recorded them (the prompt's tokens, and the teacher's
+    completion that ``replay`` holds). Dry-run rows count: their first call's prompt is recorded,
+    with no completion. A call followed by one that did not parse is left out: its rollout cannot
+    be replayed to the program's outputs."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for row in _in_order(rows):
         inputs = json.loads(row["inputs"])
@@ -127,5 +162,6 @@ def grpo_rows(rows: list[dict[str, Any]], *, columns: Sequence[str] = ()) -> lis
                 "predictor": call["predictor"],
                 "call_index": index,
                 "replay": replay,
+                **_tokens(row, index),
             }
     return [out[k] for k in sorted(out)]

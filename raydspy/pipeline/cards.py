@@ -6,10 +6,11 @@ from __future__ import annotations
 import dspy
 
 from raydspy.core.cards import input_license, write_card
-from raydspy.core.rollout_card import rollouts_card
+from raydspy.core.rollout_card import rollouts_card, token_column_loads
 from raydspy.core.runner import RolloutRunner
 from raydspy.core.stats import RolloutStats
 from raydspy.core.storage import Location
+from raydspy.pipeline.commits import committed_files
 from raydspy.pipeline.config import PipelineConfig
 from raydspy.teacher.client import TeacherConfig
 
@@ -33,7 +34,7 @@ def write_run_card(
         The path written.
 
     Raises:
-        StorageError: the card could not be written.
+        StorageError: the card could not be written, or the parts' schemas read.
     """
     card = rollouts_card(
         stats,
@@ -46,5 +47,6 @@ def write_run_card(
         input_uri=source.uri,
         input_license=input_license(source),
         data_files="part-*.parquet",
+        token_column=token_column_loads(stats, output, lambda: committed_files(output)),
     )
     return write_card(output, card)

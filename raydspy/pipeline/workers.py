@@ -83,4 +83,5 @@ def make_runner(
         sampling=teacher.sampling,
         id_field=id_field,
         dry_run=dry_run,
+        tokens=teacher.token_request,
     )

@@ -20,8 +20,8 @@ def preview_rows(
     output_uri: str, limit: int, storage: StorageOptions | None = None, *, trace: bool = False
 ) -> list[dict[str, Any]]:
     """The first ``limit`` committed rollout rows under ``output_uri`` (file order), JSON-ready:
-    ``inputs`` and ``outputs`` decoded, ``rewards`` as a dict, ``trace`` only when asked for
-    (``lm_calls`` counts its items either way).
+    ``inputs`` and ``outputs`` decoded, ``rewards`` as a dict, ``trace`` and ``trace_tokens``
+    only when asked for (``lm_calls`` counts its items either way).
 
     Raises:
         StorageError: the output cannot be listed or read.
@@ -39,6 +39,7 @@ def preview_rows(
             row["lm_calls"] = len(row["trace"] or [])
             if not trace:
                 row.pop("trace")
+                row.pop("trace_tokens")
             row["created_at"] = row["created_at"].isoformat() if row["created_at"] else None
             rows.append(row)
     return rows

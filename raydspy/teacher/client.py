@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from raydspy.core.retries import RetryPolicy
+from raydspy.core.token_traces import MAX_TOP_LOGPROBS, TokenRequest, token_request
 from raydspy.errors import TeacherUnreachableError
 from raydspy.teacher.embedded import DEFAULT_TEACHER_URL, EMBEDDED_MODEL_ID
 
@@ -64,11 +65,35 @@ class TeacherConfig(BaseModel):
         description="DSPy's request cache: a rollout re-run after a crash is answered from it at no cost. "
         "Off, every call reaches the teacher.",
     )
+    record_logprobs: bool = Field(
+        False,
+        description="Record each LM call's prompt and completion token ids and the completion's logprobs "
+        "(the rows' trace_tokens column), from vLLM's return_token_ids and logprobs. Needs a vLLM teacher; "
+        "not part of rollout ids.",
+    )
+    top_logprobs: int = Field(
+        0,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="With record_logprobs on: also the K most likely tokens and their logprobs at each "
+        "completion position (for distillation on the teacher's distribution). 0: none.",
+    )
     retry: RetryPolicy = Field(
         default_factory=RetryPolicy,
         description="Retries of time-outs, refused or dropped connections, 429 and 5xx: exponential "
         "back-off with full jitter, bounded in attempts and seconds.",
     )
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs_need_recording(cls, value: int, info: ValidationInfo) -> int:
+        token_request(bool(info.data.get("record_logprobs")), value)  # raises on top_logprobs alone
+        return value
+
+    @property
+    def token_request(self) -> TokenRequest | None:
+        """What rollouts record of each call's tokens (`raydspy.core.token_traces`); None: nothing."""
+        return token_request(self.record_logprobs, self.top_logprobs)
 
     @property
     def sampling(self) -> dict[str, Any]:
@@ -137,4 +162,14 @@ class TeacherConfig(BaseModel):
 
 #: The fields of a teacher a run chooses beside its endpoint (``base_url``, ``model``): the teacher
 #: flags of ``raydspy collect`` and the service's ``teacher`` object.
-SAMPLING_FIELDS = ("temperature", "max_tokens", "seed", "structured_outputs", "max_text_chars", "timeout_s", "cache")
+SAMPLING_FIELDS = (
+    "temperature",
+    "max_tokens",
+    "seed",
+    "structured_outputs",
+    "max_text_chars",
+    "timeout_s",
+    "cache",
+    "record_logprobs",
+    "top_logprobs",
+)
