@@ -204,6 +204,7 @@ def test_a_rollout_is_a_root_span_and_one_span_per_lm_call_in_order():
         "error": None,
     }
     assert root.attributes["rewards"] == {"city_match": 1.0, "reply_mentions": 0.5}
+    assert "trace_tokens" not in root.attributes  # the rollouts keep token ids, not the spans
     assert root.attributes["mlflow.chat.tokenUsage"] == {"input_tokens": 40, "output_tokens": 14, "total_tokens": 54}
     assert root.error is None
 

@@ -69,6 +69,10 @@ CHAIN, AGENT, LLM, CHAT_MODEL = "CHAIN", "AGENT", "LLM", "CHAT_MODEL"
 
 #: Columns of the row that become the root span's inputs and outputs, or its child spans.
 _ROOT_DATA = ("inputs", "outputs", "trace")
+#: Columns that become no attribute: ``trace_tokens`` (``--record-logprobs``) holds every token id
+#: and logprob of every call, tens of KB a rollout, which a span's attributes are not for (the
+#: rollouts keep them, and the call spans keep the token counts).
+_NOT_ATTRIBUTES = (*_ROOT_DATA, "trace_tokens")
 #: Fields of a trace item that become the call span's inputs and outputs.
 _CALL_DATA = ("messages", "completion", "outputs")
 
@@ -221,7 +225,7 @@ def rollout_spans(row: Mapping[str, Any], program: ProgramSpan = ProgramSpan()) 
         example_fields = {k: v for k, v in inputs.items() if k not in program.input_fields}
     else:
         program_inputs, example_fields = inputs, {}
-    attributes = {k: _column(v) for k, v in row.items() if k not in _ROOT_DATA}
+    attributes = {k: _column(v) for k, v in row.items() if k not in _NOT_ATTRIBUTES}
     if "rewards" in row:  # a map column: pairs, none when the run has no named rewards
         attributes["rewards"] = dict(row["rewards"] or [])
     attributes.update(program.attributes, example_fields=example_fields)
