@@ -114,6 +114,17 @@ def slow_teacher(delay_s: float, bad_every: int = 0) -> FakeOpenAI:
     return FakeOpenAI(reply=reply, model="slow-model", delay_s=delay_s).start()
 
 
+def orders_teacher(request: dict, k: int) -> str:
+    """JSON for the orders program (`raydspy.programs.orders`, JSONAdapter prompts): extraction
+    says Oslo, 2 and mugs; its ``confirm`` call answers in no format when the item is broken, so
+    those rollouts fail on their second LM call."""
+    system, user = request["messages"][0]["content"], request["messages"][-1]["content"]
+    if "`reply`" in system:
+        return "Sorry, I cannot confirm that." if "broken" in user else json.dumps({"reply": f"Confirmed ({k})."})
+    item = "broken lamp" if "broken" in user else "mugs"
+    return json.dumps({"city": "Oslo", "quantity": 2, "item": item})
+
+
 #: The fake's tokenizer: one token per character, its id the code point plus this offset.
 TOKEN_ID_OFFSET = 1000
 

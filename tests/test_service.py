@@ -163,6 +163,8 @@ def test_bearer_token_is_required(client):
     "change, where",
     [
         ({"program": None}, "program"),
+        ({"input_uri": None}, "input_uri"),
+        ({"task": "nope"}, "unknown task 'nope'"),
         ({"n": 0}, "n"),
         ({"surprise": 1}, "surprise"),
         ({"program": "not a spec"}, "program"),
@@ -174,6 +176,35 @@ def test_invalid_bodies_get_422_with_the_reason(client, space, change, where):
     response = client.post("/v1/runs", json=body, headers=AUTH)
     assert response.status_code == 422
     assert where in json.dumps(response.json()["detail"])
+
+
+def test_a_task_fills_in_what_the_request_leaves_out(space):
+    from raydspy.service.schemas import RunRequest
+    from raydspy.task import load_task
+
+    task = load_task("orders")
+    out = str(space / "out" / "task")
+    request = RunRequest(task="orders", output_uri=out, teacher={"temperature": 0.9}).with_task()
+    assert (request.program, request.rewards, request.input_uri) == (task.program, task.rewards, task.input)
+    assert (request.n, request.id_field) == (task.n, task.id_field) == (2, "id")
+    teacher = request.teacher
+    assert (teacher.temperature, teacher.max_tokens, teacher.structured_outputs) == (0.9, task.max_tokens, True)
+    # the request's own values win; a null counts as left out
+    own = RunRequest(task="orders", output_uri=out, input_uri="mine.jsonl", n=5, rewards=None).with_task()
+    assert (own.input_uri, own.n, own.rewards) == ("mine.jsonl", 5, task.rewards)
+    assert RunRequest(**_run(space, "plain")).with_task().program == PROGRAM  # no task: as sent
+
+
+def test_reward_weights_must_name_the_runs_rewards(client, space):
+    body = _run(space, "weights", reward_weights={"exact_match": 2.0, "exact": 1.0})
+    response = client.post("/v1/runs", json=body, headers=AUTH)
+    assert response.status_code == 422 and "unknown reward 'exact'" in response.json()["detail"]
+
+
+def test_a_tasks_input_is_held_to_the_input_prefixes(client, space):
+    body = _run(space, "task", task="orders", program=None, rewards=None, input_uri=None)
+    response = client.post("/v1/runs", json=body, headers=AUTH)
+    assert response.status_code == 403 and "input URI" in response.json()["detail"]
 
 
 def test_limits_and_unloadable_programs_get_422(client, space):
@@ -266,6 +297,38 @@ def test_submit_status_preview_list(running, space):
     listed = running.get("/v1/runs", headers=AUTH).json()["runs"]
     assert run_id in [r["id"] for r in listed]
     assert running.post(f"/v1/runs/{run_id}/cancel", headers=AUTH).status_code == 409  # it already ended
+
+
+def test_a_run_of_a_task_with_reward_weights(running, space):
+    """A task (the two-stage orders program) and reward weights through the service, against a
+    fake teacher: the task's program, rewards and n run; the weights make the combined reward."""
+    from fake_openai import FakeOpenAI, orders_teacher
+
+    examples = space / "in" / "orders.jsonl"
+    rows = [
+        {"id": f"o{i}", "message": f"{i} mugs to Oslo.", "city": "Oslo", "quantity": 2, "item": "mugs"}
+        for i in range(3)
+    ]
+    examples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with FakeOpenAI(reply=orders_teacher) as teacher:
+        statuses = {}
+        for name, weights in (("orders-mean", {}), ("orders-weighted", {"reply_mentions": 0.0})):
+            body = {
+                "task": "orders",
+                "input_uri": str(examples),
+                "output_uri": str(space / "out" / name),
+                "reward_weights": weights,
+                "teacher": {"base_url": teacher.url, "model": "fake-model", "cache": False},
+            }
+            response = running.post("/v1/runs", json=body, headers=AUTH)
+            assert response.status_code == 201, response.text
+            statuses[name] = _wait(running, response.json()["id"], lambda s: RunState(s["state"]).terminal)
+    for status in statuses.values():
+        assert status["state"] == "SUCCEEDED", status
+        assert status["program"] == "raydspy.programs.orders:program" and status["rollouts_total"] == 6
+    # fields right, the reply names none of them: the mean of four rewards, or the three weighted in
+    assert statuses["orders-mean"]["mean_reward"] == pytest.approx(0.75)
+    assert statuses["orders-weighted"]["mean_reward"] == pytest.approx(1.0)
 
 
 def test_a_failing_run_records_why(running, space):

@@ -347,20 +347,10 @@ def test_the_cli_and_the_service_default_to_the_same_number_of_traces():
     assert build_parser().parse_args(["collect", "--output", "o", "--mlflow-traces", "0"]).mlflow_traces == 0
 
 
-def _orders_teacher(request: dict, k: int) -> str:
-    """JSON for the orders program; its ``confirm`` call answers in no format when the item is
-    broken, so those rollouts fail on their second LM call."""
-    system, user = request["messages"][0]["content"], request["messages"][-1]["content"]
-    if "`reply`" in system:
-        return "Sorry, I cannot confirm that." if "broken" in user else json.dumps({"reply": f"Confirmed ({k})."})
-    item = "broken lamp" if "broken" in user else "mugs"
-    return json.dumps({"city": "Oslo", "quantity": 2, "item": item})
-
-
 def test_collect_on_orders_logs_its_rollouts_as_traces(ray_local, tmp_path):
     """`raydspy collect --task orders --mlflow --mlflow-traces 5` against a fake teacher: five traces
     in the run, the failed rollouts among them, each span what the rollout row recorded."""
-    from fake_openai import FakeOpenAI
+    from fake_openai import FakeOpenAI, orders_teacher
 
     from raydspy.cli.main import main
     from raydspy.pipeline.summary import read_rollouts
@@ -377,7 +367,7 @@ def test_collect_on_orders_logs_its_rollouts_as_traces(ray_local, tmp_path):
     out = tmp_path / "out"
     common = ["collect", "--task", "orders", "--input", str(examples), "--n", "2", "--batch-size", "2"]
     common += ["--no-cache", "--mlflow", "--mlflow-tracking-uri", uri]
-    with FakeOpenAI(reply=_orders_teacher) as server:
+    with FakeOpenAI(reply=orders_teacher) as server:
         teacher = ["--teacher-url", server.url, "--teacher-model", "fake-model"]
         assert main([*common, *teacher, "--output", str(out), "--mlflow-traces", "5"]) == 0
         assert main([*common, *teacher, "--output", str(tmp_path / "off"), "--mlflow-traces", "0"]) == 0

@@ -1,6 +1,6 @@
 """The raydspy HTTP service: collection runs submitted over HTTP, on Ray Serve.
 
-    POST /v1/runs                     a run: program, input URI, output URI, n, teacher, rewards
+    POST /v1/runs                     a run: program (or a preset task), input and output URIs, n, teacher, rewards
     GET  /v1/runs                     every run, newest first
     GET  /v1/runs/{id}                state, rollouts done of total, errors, mean reward, rate
     POST /v1/runs/{id}/cancel         stop a run (what it committed stays; it can be resumed)

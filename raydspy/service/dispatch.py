@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from raydspy.core.rewards import RewardSet
 from raydspy.core.specs import load_program, load_rewards
 from raydspy.core.storage import StorageOptions, resolve
 from raydspy.errors import ConfigError
@@ -56,13 +57,16 @@ class RunManager:
     # -- submissions ----------------------------------------------------------------------
 
     def validate(self, request: RunRequest) -> RunRequest:
-        """``request`` with the service's teacher defaults filled in, once it passes the policy.
+        """``request`` with its task's settings (`RunRequest.with_task`) and the service's teacher
+        defaults filled in, once it passes the policy.
 
         Raises:
             PolicyError: a module, URI or teacher the settings do not allow (403).
-            ConfigError: a limit exceeded, or the program or rewards do not load (422).
+            ConfigError: a limit exceeded, the program or rewards do not load, or a reward weight
+                names no reward (422).
         """
         s = self.settings
+        request = request.with_task()
         check_module(request.program, s.allowed_modules, "program")
         if request.rewards:
             check_module(request.rewards, s.allowed_modules, "rewards")
@@ -82,7 +86,7 @@ class RunManager:
         if request.mlflow and not s.mlflow_tracking_uri:
             raise ConfigError("this service has no mlflow_tracking_uri: submit without `mlflow`, or configure one")
         load_program(request.program)  # an allow-listed module that does not import, or a non-Module: 422 now
-        load_rewards(request.rewards)
+        RewardSet(load_rewards(request.rewards), request.reward_weights)  # a weight for no reward: 422
         return request.model_copy(update={"teacher": teacher})
 
     def submit(self, request: RunRequest) -> RunRecord:

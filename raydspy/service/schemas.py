@@ -12,9 +12,11 @@ import datetime as dt
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from raydspy.errors import ConfigError
 from raydspy.pipeline.config import RUN_FIELDS, PipelineConfig
+from raydspy.task import PRESETS, load_task
 from raydspy.teacher.client import SAMPLING_FIELDS, TeacherConfig
 
 __all__ = ["TeacherSpec", "RunRequest", "RunState", "RunCreated", "RunStatus", "RunList", "RolloutPreview"]
@@ -62,14 +64,22 @@ class _RunRequestBase(BaseModel):
         },
     )
 
-    program: str = Field(
-        ...,
+    task: str | None = Field(
+        None,
+        description=f"A preset task ({', '.join(PRESETS)}): its program, rewards, reward weights, input, "
+        "n, id field and teacher sampling fill in what the request leaves out (the request's own values win).",
+    )
+    program: str | None = Field(
+        None,
         max_length=256,
         pattern=_SPEC,
-        description="MODULE:ATTR of a dspy.Module (or a factory); module allow-listed.",
+        description="MODULE:ATTR of a dspy.Module (or a factory); module allow-listed. Required without a task.",
     )
-    input_uri: str = Field(
-        ..., min_length=1, max_length=1024, description="Examples: CSV, JSONL or Parquet file or folder."
+    input_uri: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="Examples: CSV, JSONL or Parquet file or folder. Required without a task.",
     )
     output_uri: str = Field(
         ..., min_length=1, max_length=1024, description="Folder or prefix for the rollout Parquet files."
@@ -77,15 +87,66 @@ class _RunRequestBase(BaseModel):
     rewards: str | None = Field(
         None, max_length=256, pattern=_SPEC, description="MODULE:ATTR of reward_fn or {name: fn}."
     )
+    reward_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Weight of each named reward in the combined reward (default: the plain mean); "
+        "each name must be one of the rewards'.",
+    )
     teacher: TeacherSpec = Field(default_factory=TeacherSpec)  # type: ignore[valid-type]
     mlflow: bool = Field(False, description="Track the run in MLflow (the service's mlflow_tracking_uri).")
     mlflow_traces: int = Field(
         32, ge=0, le=1000, description="With `mlflow`: rollouts logged as MLflow traces, failed ones first (0: none)."
     )
 
+    @field_validator("task")
+    @classmethod
+    def _a_preset(cls, task: str | None) -> str | None:
+        # A service reads no task file a client names: presets only (a client sends the fields).
+        if task is not None and task not in PRESETS:
+            raise ValueError(f"unknown task {task!r}: the presets are {', '.join(PRESETS)}")
+        return task
+
+    @model_validator(mode="after")
+    def _program_and_input(self) -> _RunRequestBase:
+        missing = [name for name in ("program", "input_uri") if getattr(self, name) is None]
+        if missing and self.task is None:
+            raise ValueError(f"give {' and '.join(missing)}, or a task that sets them")
+        return self
+
+    def with_task(self) -> _RunRequestBase:
+        """This request with its task's settings where the request leaves them out, as ``raydspy
+        collect --task`` takes them; the request itself when it names no task.
+
+        Raises:
+            ConfigError: the task sets no input and the request gives none.
+        """
+        if self.task is None:
+            return self
+        task = load_task(self.task)
+        own = {
+            "program": task.program,
+            "rewards": task.rewards,
+            "reward_weights": task.reward_weights,
+            "input_uri": task.input,
+            "n": task.n,
+            "id_field": task.id_field,
+        }
+        update = {k: v for k, v in own.items() if v is not None and _unset(self, k)}
+        sampling = {k: v for k, v in task.teacher_defaults().items() if _unset(self.teacher, k)}
+        update["teacher"] = self.teacher.model_copy(update=sampling)
+        merged = self.model_copy(update=update)
+        if merged.input_uri is None:
+            raise ConfigError(f"the task {task.name!r} sets no input: give input_uri")
+        return merged
+
     def run_fields(self) -> dict[str, Any]:
         """The request's `PipelineConfig` fields (`raydspy.pipeline.config.RUN_FIELDS`)."""
         return {name: getattr(self, name) for name in RUN_FIELDS}
+
+
+def _unset(model: BaseModel, name: str) -> bool:
+    """Whether a request left ``name`` to its default (omitted, or sent as null)."""
+    return name not in model.model_fields_set or getattr(model, name) is None
 
 
 RunRequest = create_model(

@@ -97,6 +97,7 @@ def execute_run(run_id: str, state_uri: str, s3_endpoint_url: str | None = None)
                 teacher,
                 config,
                 rewards=record.request.rewards,
+                reward_weights=record.request.reward_weights or None,
                 on_start=on_start,
                 on_progress=on_progress,
             )
