@@ -4,7 +4,7 @@ two-predictor program, n=2) from the teacher; the browser signs in, watches the 
 filters the run's rollouts by reward, opens a rollout's trace and finds each LM call's completion
 and token counts as the Parquet row holds them (DSPy's cache is off: every call reaches the
 teacher). A second test opens ``raydspy view`` on the same output and filters by clicking a bar
-of the reward histogram.
+of the reward histogram; a third watches a run's page refresh its counts and charts as parts land.
 
 Screenshots go to the test's folder; with ``RAYDSPY_UPDATE_SCREENSHOTS=1`` they also replace
 docs/viewer.png and docs/viewer-trace.png.
@@ -12,6 +12,7 @@ docs/viewer.png and docs/viewer-trace.png.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -185,11 +186,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_raydspy_view_filters_by_a_click_on_the_histogram(service_run):
-    from playwright.sync_api import sync_playwright
-
-    _, _, output = service_run
-    rows = read_rollouts(resolve(str(output))).to_pylist()
+@contextlib.contextmanager
+def _raydspy_view(output: Path):
+    """``raydspy view OUTPUT`` as its own process (no token: loopback only); yields its base URL."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAYDSPY_VIEW_TOKEN"}
     process = subprocess.Popen(
@@ -199,33 +198,79 @@ def test_raydspy_view_filters_by_a_click_on_the_histogram(service_run):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                requests.get(f"http://127.0.0.1:{port}/viewer/", timeout=5)
+                requests.get(f"{base}/viewer/", timeout=5)
                 break
             except requests.ConnectionError:
                 assert time.monotonic() < deadline and process.poll() is None
                 time.sleep(0.2)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/viewer/runs/orders")
-            page.wait_for_function("() => window.Chart && Chart.getChart('reward-histogram')")
-            # The first bar's centre, from Chart.js's own layout of the canvas.
-            x, y, value = page.evaluate(
-                """() => { const c = Chart.getChart('reward-histogram'); const bar = c.getDatasetMeta(0).data[0];
-                           return [bar.x, (bar.y + bar.base) / 2, c.data.labels[0]]; }"""
-            )
-            box = page.locator("#reward-histogram").bounding_box()
-            page.mouse.click(box["x"] + x, box["y"] + y)
-            page.wait_for_url(lambda url: "min_reward=" in url)
-            low = min(r["reward"] for r in rows if r["reward"] is not None)
-            assert float(value) == pytest.approx(low, abs=1e-3)
-            shown = page.eval_on_selector_all("tr[data-rollout]", "rows => rows.map(r => r.dataset.rollout)")
-            assert shown == [r["rollout_id"] for r in rows if r["reward"] == low]
-            browser.close()
+        yield base
     finally:
         process.terminate()
-        process.communicate(timeout=30)
+
+
+def test_raydspy_view_filters_by_a_click_on_the_histogram(service_run):
+    from playwright.sync_api import sync_playwright
+
+    _, _, output = service_run
+    rows = read_rollouts(resolve(str(output))).to_pylist()
+    with _raydspy_view(output) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{base}/viewer/runs/orders")
+        page.wait_for_function("() => window.Chart && Chart.getChart('reward-histogram')")
+        # The first bar's centre, from Chart.js's own layout of the canvas.
+        x, y, value = page.evaluate(
+            """() => { const c = Chart.getChart('reward-histogram'); const bar = c.getDatasetMeta(0).data[0];
+                       return [bar.x, (bar.y + bar.base) / 2, c.data.labels[0]]; }"""
+        )
+        box = page.locator("#reward-histogram").bounding_box()
+        page.mouse.click(box["x"] + x, box["y"] + y)
+        page.wait_for_url(lambda url: "min_reward=" in url)
+        low = min(r["reward"] for r in rows if r["reward"] is not None)
+        assert float(value) == pytest.approx(low, abs=1e-3)
+        shown = page.eval_on_selector_all("tr[data-rollout]", "rows => rows.map(r => r.dataset.rollout)")
+        assert shown == [r["rollout_id"] for r in rows if r["reward"] == low]
+        browser.close()
+
+
+def test_a_live_runs_counts_and_charts_refresh_as_its_parts_land(tmp_path):
+    """``raydspy view`` on an output still being written (parts, no dataset card yet): the run's
+    page polls its counts and charts, which grow as parts are committed, and stops polling once
+    the card is written (the run ended). No teacher: the parts come from raydspy's committer."""
+    from playwright.sync_api import sync_playwright
+    from viewer_outputs import write_parts
+
+    output = tmp_path / "live"
+    write_parts(str(output), 10, 5, manifest=False)
+    histogram = "Chart.getChart('reward-histogram')"
+    drawn = f"(window.Chart && {histogram}) ? {histogram}.data.datasets[0].data.reduce((a, b) => a + b, 0) : -1"
+    with _raydspy_view(output) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{base}/viewer/runs/live")
+        page.wait_for_function(f"() => ({drawn}) > 0")
+        assert page.locator(".cards .value").first.inner_text() == "10"
+
+        write_parts(str(output), 20, 5, start=10, manifest=False)
+        rows = read_rollouts(resolve(str(output))).to_pylist()
+        scored = sum(r["reward"] is not None for r in rows)
+        page.wait_for_function(f"() => ({drawn}) === {scored}", timeout=30_000)
+        assert page.locator(".cards .value").first.inner_text() == "30"
+        failed = Counter(r["error"].split(":")[0] for r in rows if r["error"])
+        bars = page.evaluate(
+            "() => { const c = Chart.getChart('error-breakdown'); return [c.data.labels, c.data.datasets[0].data]; }"
+        )
+        assert dict(zip(*bars)) == failed
+
+        (output / "README.md").write_text("---\nlicense: other\n---\n")  # what a run writes last
+        page.wait_for_selector("#run-overview [data-final]", state="attached", timeout=30_000)
+        assert "WRITTEN" in page.inner_text("#run-status")
+        browser.close()
+    assert not errors

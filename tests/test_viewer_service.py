@@ -127,7 +127,7 @@ def test_pages_redirect_to_the_login_form_and_fragments_answer_401_without_the_t
         assert location.path == "/viewer/login" and parse_qs(location.query)["next"] == [path]
         assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 303
         assert client.get(path, headers=AUTH).status_code == 200, path
-    for path in ["/viewer/partials/runs", f"/viewer/partials/runs/{LIVE}"]:
+    for path in ["/viewer/partials/runs", f"/viewer/partials/runs/{LIVE}", f"/viewer/partials/runs/{LIVE}/overview"]:
         assert client.get(path).status_code == 401
         assert client.get(path, headers=AUTH).status_code == 200
     assert client.get("/", headers=AUTH).headers["location"] == "/viewer/"
@@ -208,6 +208,21 @@ def test_the_runs_list_shows_state_and_progress_and_its_rows_refresh(client):
     assert '<progress value="10" max="40">' in rows and "10 / 40" in rows and "24 / 24" in rows
     assert "data-final" in client.get(f"/viewer/partials/runs/{DONE}").text  # an ended run stops polling
     assert "data-final" not in client.get(f"/viewer/partials/runs/{LIVE}").text
+
+
+def test_a_live_runs_page_polls_its_counts_and_charts_with_its_filter(client, manager):
+    _login(client)
+    live = client.get(f"/viewer/runs/{LIVE}?min_reward=0.5").text
+    url = unescape(re.search(r'id="run-overview" data-poll="([^"]*)"', live)[1])
+    assert url == f"/viewer/partials/runs/{LIVE}/overview?min_reward=0.5"
+    fragment = client.get(url).text
+    charts = json.loads(re.search(r'<script type="application/json" id="chart-data">(.*?)</script>', fragment)[1])
+    assert all("min_reward=0.5" in link for link in charts["errors"]["links"])  # a bar keeps the filter
+    assert '<div class="value">10</div>' in fragment and "data-final" not in fragment
+    done = client.get(f"/viewer/runs/{DONE}").text
+    assert 'id="run-overview">' in done and "/overview" not in done  # an ended run is not polled
+    assert "data-final" in client.get(f"/viewer/partials/runs/{DONE}/overview").text
+    assert client.get(f"/viewer/partials/runs/{LIVE}/overview?min_reward=x").status_code == 400
 
 
 def test_a_run_page_of_a_two_predictor_program(client, manager):

@@ -5,8 +5,9 @@
                                                   a run: summary, charts, filtered pages of rollouts
     GET  {base}/runs/{id}/rollouts/{rollout_id}?part=
                                                   one rollout: inputs, outputs, rewards, its trace call by call
-    GET  {base}/partials/runs, {base}/partials/runs/{id}
-                                                  the runs table's rows, a run's status (polled; 401 when signed out)
+    GET  {base}/partials/runs, {base}/partials/runs/{id}, {base}/partials/runs/{id}/overview?<filter>
+                                                  the runs table's rows, a run's status, its counts and
+                                                  charts (polled while it runs; 401 when signed out)
     GET  {base}/login, POST {base}/login, POST {base}/logout
 
 ``{base}`` is the app's root path (Serve's route prefix, e.g. ``/raydspy``) plus ``/viewer``.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import math
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -69,7 +70,13 @@ def _number(value: str | None, name: str) -> float | None:
     return number
 
 
-def _filter(min_reward: str | None, max_reward: str | None, error: str | None, example_id: str | None) -> RolloutFilter:
+def _filter(
+    min_reward: str | None = None,
+    max_reward: str | None = None,
+    error: str | None = None,
+    example_id: str | None = None,
+) -> RolloutFilter:
+    """The filter of a run page's query (a FastAPI dependency: 400 for a reward that is not a number)."""
     return RolloutFilter(
         min_reward=_number(min_reward, "min_reward"),
         max_reward=_number(max_reward, "max_reward"),
@@ -78,9 +85,41 @@ def _filter(min_reward: str | None, max_reward: str | None, error: str | None, e
     )
 
 
+#: A route's rollout filter, from its query parameters.
+Filter = Annotated[RolloutFilter, Depends(_filter)]
+
+
 def _link(path: str, params: dict[str, Any]) -> str:
     params = {k: v for k, v in params.items() if v is not None and v != ""}
     return f"{path}?{urlencode(params)}" if params else path
+
+
+def overview(request: Request, run: Any, output: Any, flt: RolloutFilter) -> dict[str, Any]:
+    """The template context of a run's counts and charts (``_run_overview.html``): ``run``,
+    ``stats`` (`RolloutStats`), ``charts`` (each bar's count and the link that filters to it, the
+    filter ``flt`` kept), ``clear`` (the run page's path) and ``overview_url`` (this fragment's).
+
+    Raises:
+        StorageError: the run's output cannot be read.
+    """
+    here = f"{base_path(request)}/runs/{quote(run.id, safe='')}"
+    params = flt.params()
+    counts, bars = output.overview()
+    errors = counts.stats.errors_by_count
+    charts = {
+        "histogram": {
+            "labels": [b.label for b in bars],
+            "counts": [b.count for b in bars],
+            "links": [_link(here, {**params, "min_reward": repr(b.low), "max_reward": repr(b.high)}) for b in bars],
+        },
+        "errors": {
+            "labels": [t for t, _ in errors],
+            "counts": [n for _, n in errors],
+            "links": [_link(here, {**params, "error": t}) for t, _ in errors],
+        },
+    }
+    fragment = _link(f"{base_path(request)}/partials/runs/{quote(run.id, safe='')}/overview", params)
+    return {"run": run, "stats": counts.stats, "charts": charts, "clear": here, "overview_url": fragment}
 
 
 def viewer_router(source: RunSource, auth: ViewerAuth) -> APIRouter:
@@ -173,55 +212,42 @@ def viewer_router(source: RunSource, auth: ViewerAuth) -> APIRouter:
     def run_page(
         request: Request,
         run_id: str,
-        min_reward: str | None = None,
-        max_reward: str | None = None,
-        error: str | None = None,
-        example_id: str | None = None,
+        flt: Filter,
         offset: Annotated[int, Query(ge=0)] = 0,
     ):
-        flt = _filter(min_reward, max_reward, error, example_id)
         try:
             run = source.run(run_id)
             output = source.output(run)
-            overview, bars = output.overview()
+            context = overview(request, run, output, flt)
             rows = output.page(flt, offset, PAGE_ROWS)
             card, manifests = output.card(), output.manifests()
         except (RunUnknown, StorageError) as e:
             return failure(request, e)
-        here = f"{base_path(request)}/runs/{run_id}"
-        params = flt.params()
-        errors = overview.stats.errors_by_count
-        charts = {
-            "histogram": {
-                "labels": [b.label for b in bars],
-                "counts": [b.count for b in bars],
-                "links": [_link(here, {**params, "min_reward": repr(b.low), "max_reward": repr(b.high)}) for b in bars],
-            },
-            "errors": {
-                "labels": [t for t, _ in errors],
-                "counts": [n for _, n in errors],
-                "links": [_link(here, {**params, "error": t}) for t, _ in errors],
-            },
-        }
+        here, params = context["clear"], flt.params()
         pages = {
             "previous": _link(here, {**params, "offset": max(offset - PAGE_ROWS, 0)}) if offset > 0 else None,
             "next": _link(here, {**params, "offset": offset + PAGE_ROWS}) if offset + PAGE_ROWS < rows.total else None,
         }
-        context = {
-            "run": run,
-            "stats": overview.stats,
-            "charts": charts,
+        context |= {
             "rows": rows,
             "filter": flt,
             "error_choices": [("", "every row"), (NO_ERROR, "no error"), (ANY_ERROR, "any error")]
-            + [(t, f"{t} ({n})") for t, n in errors],
+            + [(t, f"{t} ({n})") for t, n in context["stats"].errors_by_count],
             "pages": pages,
-            "clear": here,
             "back_params": urlencode({**params, "offset": offset} if offset else params),
             "card": card,
             "manifests": manifests,
         }
         return page(request, "run.html", context)
+
+    @router.get("/partials/runs/{run_id}/overview", dependencies=[Fragment])
+    def run_overview(request: Request, run_id: str, flt: Filter):
+        try:
+            run = source.run(run_id)
+            context = overview(request, run, source.output(run), flt)
+        except (RunUnknown, StorageError) as e:
+            return failure(request, e)
+        return page(request, "_run_overview.html", context)
 
     @router.get("/runs/{run_id}/rollouts/{rollout_id}", dependencies=[Page])
     def rollout_page(request: Request, run_id: str, rollout_id: str, part: str | None = None, back: str = ""):

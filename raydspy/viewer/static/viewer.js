@@ -1,12 +1,14 @@
-// The rollout viewer's one script: refreshes the fragments a page polls (runs' progress) and draws
-// its charts with the vendored Chart.js. Data comes from the page (a JSON script element), so no
-// inline script is needed and the Content-Security-Policy allows only this folder's files.
+// The rollout viewer's one script: refreshes the fragments a page polls (runs' progress, a live
+// run's counts and charts) and draws its charts with the vendored Chart.js. Chart data comes with
+// the page or the fragment (a JSON script element), so no inline script is needed and the
+// Content-Security-Policy allows only this folder's files.
 (function () {
   "use strict";
 
   function poll(element) {
     var url = element.dataset.poll;
     var every = Number(element.dataset.pollMs || 2000);
+    var last = element.innerHTML;
     function tick() {
       if (element.querySelector("[data-final]")) return; // the run ended: nothing changes any more
       fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
@@ -14,7 +16,13 @@
           if (response.status === 401) { window.location.reload(); return null; } // signed out: the login form
           return response.ok ? response.text() : null;
         })
-        .then(function (html) { if (html !== null) element.innerHTML = html; })
+        .then(function (html) {
+          if (html === null || html === last) return; // unchanged: keep the charts as drawn
+          last = html;
+          undraw(element);
+          element.innerHTML = html;
+          draw(element);
+        })
         .catch(function () { /* the server restarts: try again */ })
         .finally(function () { window.setTimeout(tick, every); });
     }
@@ -46,13 +54,26 @@
     });
   }
 
+  // The charts whose data lies under root (the page, or a fragment just put in).
+  function draw(root) {
+    var source = root.querySelector("#chart-data");
+    if (!source || !window.Chart) return;
+    var charts = JSON.parse(source.textContent);
+    bars("reward-histogram", charts.histogram, { color: "--accent" });
+    bars("error-breakdown", charts.errors, { color: "--bad", horizontal: true });
+  }
+
+  // Chart.js keeps every chart it drew: free those whose canvases a refresh is about to replace.
+  function undraw(root) {
+    if (!window.Chart) return;
+    root.querySelectorAll("canvas").forEach(function (canvas) {
+      var chart = window.Chart.getChart(canvas);
+      if (chart) chart.destroy();
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-poll]").forEach(poll);
-    var source = document.getElementById("chart-data");
-    if (source && window.Chart) {
-      var charts = JSON.parse(source.textContent);
-      bars("reward-histogram", charts.histogram, { color: "--accent" });
-      bars("error-breakdown", charts.errors, { color: "--bad", horizontal: true });
-    }
+    draw(document);
   });
 })();
