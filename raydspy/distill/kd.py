@@ -165,22 +165,25 @@ def check_vocabulary(table: pa.Table, vocab_size: int, model: str) -> None:
         )
 
 
-def build_kd_trainer(config, model, tokenizer, common: dict[str, Any], dataset) -> KDTrainer:
+def build_kd_trainer(config, model, tokenizer, common: dict[str, Any], dataset, peft_config=None) -> KDTrainer:
     """The `KDTrainer` of a `raydspy.distill.config.TrainConfig` on ``dataset`` (the KD export,
-    a ``datasets.Dataset``); ``common`` are the TrainingArguments every method shares.
+    a ``datasets.Dataset``); ``common`` are the TrainingArguments every method shares. With
+    ``peft_config`` (a ``peft.LoraConfig``: the config's ``lora``) only LoRA adapters train, as in
+    TRL's trainers; the final model has them merged.
 
     Raises:
-        ConfigError: the export is not a KD export, its ids do not fit the student, or the config
-            asks for LoRA (not built for KD yet).
+        ConfigError: the export is not a KD export, or its ids do not fit the student.
     """
-    if config.lora is not None:
-        raise ConfigError("kd trains all weights: LoRA is not supported for kd yet (drop `lora` from the config)")
     missing = sorted(set(KD_INPUTS) - set(dataset.column_names))
     if missing:
         raise ConfigError(f"{config.dataset!r} is not a KD export (no {missing}): run `raydspy export kd` first")
     dataset = dataset.select_columns(list(KD_INPUTS))
     check_vocabulary(dataset.data.table, model.config.get_text_config().vocab_size, config.model)
     args = TrainingArguments(**common, remove_unused_columns=False, **config.trl)
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return KDTrainer(
         model=model,

@@ -199,7 +199,7 @@ def _build_trainer(
     if method == "kd":
         from raydspy.distill.kd import build_kd_trainer
 
-        return build_kd_trainer(config, model, tokenizer, common, dataset)
+        return build_kd_trainer(config, model, tokenizer, common, dataset, peft_config)
     if method == "sft":
         from trl import SFTConfig, SFTTrainer
 
