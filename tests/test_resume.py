@@ -82,7 +82,15 @@ def test_a_request_that_times_out_is_retried_by_default():
     assert result.record.error is None and server.arrivals == 2
 
 
-def test_resume_runs_only_the_missing_rollouts(ray_local, tmp_path):
+@pytest.mark.parametrize("resume", ["planner filter", "hash join"])
+def test_resume_runs_only_the_missing_rollouts(ray_local, tmp_path, monkeypatch, resume):
+    """Both ways a resumed run leaves out what is committed: the planner's filter (up to
+    FILTER_COMMITTED_MAX committed rollouts) and, above it, the hash join."""
+    from raydspy.pipeline import planning
+
+    monkeypatch.setattr(planning, "FILTER_COMMITTED_MAX", 1_000_000 if resume == "planner filter" else 0)
+    joins, join = [], ray.data.Dataset.join
+    monkeypatch.setattr(ray.data.Dataset, "join", lambda self, *a, **k: joins.append(1) or join(self, *a, **k))
     out = str(tmp_path / "out")
     with FakeOpenAI({"answer": "a"}) as server:
         teacher = _teacher(server.url)
@@ -104,6 +112,7 @@ def test_resume_runs_only_the_missing_rollouts(ray_local, tmp_path):
         third = run_pipeline(QA(), teacher, config)
         assert (third.resumed, third.new_rows, third.rows, third.complete) == (24, 0, 24, True)
         assert len(server.requests) - calls_before == 14
+    assert len(joins) == (0 if resume == "planner filter" else 2)
 
     rows = _rows(out)
     assert len(rows) == 24 and len({r["rollout_id"] for r in rows}) == 24

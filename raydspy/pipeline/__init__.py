@@ -5,7 +5,7 @@
 | `config`     | `PipelineConfig`: how a run is laid out, its defaults and limits             |
 | `driver`     | `run_pipeline`: checks, plans, follows a run                                 |
 | `progress`   | `RunProgress`: the run so far, from the committer's batches                  |
-| `planning`   | `PlanWorker` and the resume join: which rollouts a run makes                 |
+| `planning`   | `PlanWorker` and the resume filter: which rollouts a run makes               |
 | `workers`    | `CollectWorker`: the Ray Data actors that run rollouts                       |
 | `committer`  | `RolloutCommitter` and its `CommitGate`: batches of rollouts to part files   |
 | `commits`    | the exactly-once commit protocol: part names, reading what is committed      |

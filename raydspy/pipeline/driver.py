@@ -7,8 +7,9 @@ driver follows the run from the stream of per-batch counts.
       └─ map_batches(PlanWorker, one actor)        each example → its n rollouts: one row each, with
                                                    its example id, index, rollout id; `plan_size`
                                                    examples a call (four waves of the pool)
-      └─ join(committed ids, "left_anti")          a resumed run: less what an earlier run committed
-                                                   (`raydspy.pipeline.planning`)
+                                                   a resumed run: less what an earlier run committed,
+                                                   in the planner or, above a million committed, by
+                                                   join(committed ids, "left_anti") (`raydspy.pipeline.planning`)
       └─ repartition(target_num_rows_per_block=R)  blocks of R rollouts (threads_per_actor): one actor call each
           └─ map_batches(CollectWorker, ActorPoolStrategy(size=A))
                 all A actors start before the first block; each holds C = ceil(T / R) + 1 calls at
@@ -165,9 +166,10 @@ def run_pipeline(
         excluded=frozenset(checked.invalid_ids),
         output=output,
         committed=files,
+        committed_rows=before.stats.rows,
         planned_count=checked.valid * config.n,
     )
-    # What the output holds of this plan is known exactly only once the join has run (at the end:
+    # What the output holds of this plan is known exactly only once the plan has run (at the end:
     # planned - finished); until then, what it holds at all, which is the same when the output
     # holds only this job's rollouts, as it should.
     progress = RunProgress(planned=checked.valid * config.n, resumed=min(before.stats.rows, checked.valid * config.n))
