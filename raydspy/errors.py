@@ -14,6 +14,7 @@ __all__ = [
     "InputError",
     "StorageError",
     "TeacherUnreachableError",
+    "NotAllowedError",
 ]
 
 
@@ -45,3 +46,8 @@ class StorageError(RaydspyError, OSError):
 
 class TeacherUnreachableError(RaydspyError, ConnectionError):
     """The teacher endpoint does not answer, or does not serve the model asked for."""
+
+
+class NotAllowedError(RaydspyError, PermissionError):
+    """A spec, URI or teacher lies outside what the operator allowed (the HTTP service's
+    allow-lists and prefixes; HTTP 403). Says what was refused and what is allowed."""

@@ -106,7 +106,6 @@ def test_settings_from_yaml_file_and_environment(space, tmp_path, monkeypatch):
 
 
 def test_the_runs_teacher_fields_reach_its_teacher_config(space):
-    from raydspy.core.storage import StorageOptions
     from raydspy.service.schemas import RunRequest
     from raydspy.service.worker import _configs
 
@@ -119,15 +118,15 @@ def test_the_runs_teacher_fields_reach_its_teacher_config(space):
         "max_text_chars": 400,
         "seed": 5,
     }
-    record = RunRecord(id="run-1", request=RunRequest(**_run(space, "seeded", teacher=teacher)))
-    config, _ = _configs(record, StorageOptions())
+    policy = _settings(space, teacher_prefixes=["http://teacher:8000/v1"]).policy()
+    record = RunRecord(id="run-1", request=RunRequest(**_run(space, "seeded", teacher=teacher)), policy=policy)
+    config, _ = _configs(record, None)
     assert {k: getattr(config, k) for k in teacher} == teacher
     assert config.sampling["seed"] == 5  # part of every rollout id, and each rollout's own seed
 
 
 def test_the_service_takes_every_run_field_the_cli_has_with_the_same_defaults(space):
     from raydspy.cli.flags import PIPELINE_FLAGS, TEACHER_FLAGS
-    from raydspy.core.storage import StorageOptions
     from raydspy.pipeline.config import PipelineConfig
     from raydspy.service.schemas import RunRequest, TeacherSpec
     from raydspy.service.worker import _configs
@@ -138,8 +137,9 @@ def test_the_service_takes_every_run_field_the_cli_has_with_the_same_defaults(sp
         assert RunRequest.model_fields[name].get_default() == PipelineConfig.model_fields[name].get_default(), name
     run = {"rollouts_per_call": 4, "skip_invalid": True, "actor_start_timeout_s": 60, "threads_per_actor": 3}
     teacher = {"base_url": "http://t:8000/v1", "model": "m", "timeout_s": 30.0, "cache": False}
-    record = RunRecord(id="run-2", request=RunRequest(**_run(space, "all", teacher=teacher, **run)))
-    config, layout = _configs(record, StorageOptions())
+    policy = _settings(space, teacher_prefixes=["http://t:8000/v1"]).policy()
+    record = RunRecord(id="run-2", request=RunRequest(**_run(space, "all", teacher=teacher, **run)), policy=policy)
+    config, layout = _configs(record, None)
     assert {k: getattr(layout, k) for k in run} == run and {k: getattr(config, k) for k in teacher} == teacher
 
 
@@ -164,7 +164,7 @@ def test_bearer_token_is_required(client):
     [
         ({"program": None}, "program"),
         ({"input_uri": None}, "input_uri"),
-        ({"task": "nope"}, "unknown task 'nope'"),
+        ({"task": "nope"}, "Input should be 'banking77' or 'orders'"),
         ({"n": 0}, "n"),
         ({"surprise": 1}, "surprise"),
         ({"program": "not a spec"}, "program"),

@@ -166,6 +166,159 @@ def test_the_login_form_posts_the_token_and_sets_an_httponly_strict_session_cook
     assert client.get("/viewer/").status_code == 303
 
 
+def test_logout_ends_the_session_so_a_copy_of_its_cookie_stops_working(client):
+    _login(client)
+    saved = client.cookies[SESSION_COOKIE]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}\.[0-9]{10}\.[0-9a-f]{64}", saved)
+    copy = {"Cookie": f"{SESSION_COOKIE}={saved}"}
+    assert client.get("/viewer/", headers=copy).status_code == 200
+    logout = client.post("/viewer/logout")
+    assert logout.status_code == 303 and logout.headers["location"] == "/viewer/login"
+    assert (
+        f'{SESSION_COOKIE}=""' in logout.headers["set-cookie"] and "max-age=0" in logout.headers["set-cookie"].lower()
+    )
+    client.cookies.clear()
+    page = client.get("/viewer/", headers=copy)
+    assert page.status_code == 303 and page.headers["location"].startswith("/viewer/login?next=")
+    assert client.get("/viewer/partials/runs", headers=copy).status_code == 401
+    # Another session (another browser) lives on: logout ends only its own.
+    _login(client)
+    other = client.cookies[SESSION_COOKIE]
+    client.cookies.clear()
+    assert client.post("/viewer/logout", headers=copy).status_code == 303  # an ended session: nothing to end
+    assert client.get("/viewer/", headers={"Cookie": f"{SESSION_COOKIE}={other}"}).status_code == 200
+
+
+def test_logout_without_a_session_or_with_a_malformed_cookie_just_signs_out(client):
+    assert client.post("/viewer/logout").status_code == 303
+    for value in ['"\\262.1.x"', "9" * 4400, "a.b.c"]:
+        assert client.post("/viewer/logout", headers={"Cookie": f"{SESSION_COOKIE}={value}"}).status_code == 303
+
+
+def _malformed(valid: str) -> dict[str, str]:
+    """Cookie values that are no session, keyed by what is wrong, derived from the ``valid`` one."""
+    sid, expires, mac = valid.split(".")
+    return {
+        # ² (U+00B2) passes str.isdigit() but not int(): Starlette's cookie parser turns the octal
+        # escape of a quoted cookie into that character (the server sees "²").
+        "superscript two": '"\\262.1"',
+        "superscript expiry": f'"{sid}.\\262.{mac}"',
+        "4,400 digits": "9" * 4400,  # past Python's int max str digits (4,300)
+        "4,400-digit expiry": f"{sid}.{'9' * 4400}.{mac}",
+        "13-digit expiry": f"{sid}.{'9' * 13}.{mac}",
+        "leading zero": f"{sid}.0{expires}.{mac}",  # int() reads 1060 in it: same HMAC, another spelling
+        "short sid": f"{sid[:-1]}.{expires}.{mac}",
+        "long sid": f"{sid}A.{expires}.{mac}",
+        "sid outside base64url": f"{sid[:-1]}+.{expires}.{mac}",
+        "empty": "",
+        "empty sid": f".{expires}.{mac}",
+        "empty expiry": f"{sid}..{mac}",
+        "empty hmac": f"{sid}.{expires}.",
+        "only dots": "..",
+        "old format, no sid": f"{expires}.{mac}",
+        "extra part": f"{valid}.0",
+        "uppercase hmac": f"{sid}.{expires}.{mac.upper()}",
+        "short hmac": f"{sid}.{expires}.{mac[:-1]}",
+        "forged hmac": f"{sid}.{expires}.{mac[:-1]}{'1' if mac.endswith('0') else '0'}",
+        "later expiry, same hmac": f"{sid}.{int(expires) + 1}.{mac}",
+        "made-up sid": f"{'A' * 43}.{expires}.{mac}",
+        # Well formed, the HMAC right (same token, so same key), but the session is another
+        # process's (or a restarted service's): its id is unknown here.
+        "unknown sid, right hmac": ViewerAuth(TOKEN).session(),
+        "mojibake digits": '"\\331\\241\\331\\242"',  # what ١٢ (UTF-8) looks like decoded as Latin-1
+    }
+
+
+def test_malformed_session_cookies_are_no_session_never_a_server_error(manager):
+    with TestClient(create_app(manager), follow_redirects=False, raise_server_exceptions=False) as c:
+        _login(c)
+        valid = c.cookies[SESSION_COOKIE]
+        c.cookies.clear()
+        for what, value in _malformed(valid).items():
+            cookie = {"Cookie": f"{SESSION_COOKIE}={value}"}
+            page = c.get("/viewer/", headers=cookie)
+            assert page.status_code == 303, (what, page.status_code, page.text[:200])
+            assert page.headers["location"] == "/viewer/login?next=%2Fviewer%2F", what
+            fragment = c.get("/viewer/partials/runs", headers=cookie)
+            assert fragment.status_code == 401, (what, fragment.status_code)
+        assert c.get("/viewer/", headers={"Cookie": f"{SESSION_COOKIE}={valid}"}).status_code == 200
+
+
+def test_a_session_cookie_is_parsed_strictly():
+    auth = ViewerAuth(TOKEN)
+    valid = auth.session()
+    sid, expires, mac = valid.split(".")
+    assert auth.valid_session(valid) and re.fullmatch(r"[A-Za-z0-9_-]{43}", sid, re.ASCII)
+    wrong = (
+        list(_malformed(valid).values())
+        + [
+            "\u00b2.1",  # ² itself, as another server's cookie parser might hand it over
+            f"{sid}.\u00b2.{mac}",
+            "١٢٣.abc",  # Arabic-Indic digits: str.isdigit() and int() take them, the session format does not
+            f"{sid}.{''.join(chr(0x0660 + int(d)) for d in expires)}.{mac}",
+            f"{sid}.{expires}.{mac}\n",
+            f" {valid}",
+            f"{valid}\x00",
+            f"{sid}.{expires}.{mac[:-1]}\udcff",  # a lone surrogate
+            f"{sid[:-1]}\u212a.{expires}.{mac}",  # KELVIN SIGN, which IGNORECASE would take for k
+        ]
+    )
+    for value in wrong:
+        assert not auth.valid_session(value), repr(value)
+        assert not auth.end(value), repr(value)
+    assert auth.valid_session(valid) and auth.live_sessions == 1  # none of that touched the session
+
+
+def test_bearer_headers_are_parsed_strictly(client):
+    assert client.get("/viewer/", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
+    assert client.get("/viewer/", headers={"Authorization": f"Bearer   {TOKEN}  "}).status_code == 200
+    for header in [
+        TOKEN,
+        f"Basic {TOKEN}",
+        f"Bearer{TOKEN}",
+        f"Bearer\t{TOKEN}",
+        f"Bearer {TOKEN}x",
+        "Bearer ",
+        "Bearer",
+    ]:
+        assert client.get("/viewer/", headers={"Authorization": header}).status_code == 303, header
+    assert client.get("/viewer/", headers={"Authorization": "Bearer \u00b2".encode("utf-8")}).status_code == 303
+
+
+def test_live_sessions_are_bounded_lapsed_ones_go_first_then_the_oldest():
+    auth = ViewerAuth(TOKEN, session_s=60, max_sessions=3)
+    first, second = auth.session(now=1_000.0), auth.session(now=1_010.0)
+    third = auth.session(now=1_050.0)
+    assert auth.live_sessions == 3
+    fourth = auth.session(now=1_065.0)  # `first` lapsed at 1_060 and is swept, the others stay
+    assert auth.live_sessions == 3
+    assert [auth.valid_session(v, now=1_065.0) for v in (first, second, third, fourth)] == [False, True, True, True]
+    fifth = auth.session(now=1_066.0)  # full of live sessions: the oldest (`second`) is dropped
+    assert auth.live_sessions == 3
+    assert [auth.valid_session(v, now=1_066.0) for v in (second, third, fourth, fifth)] == [False, True, True, True]
+    with pytest.raises(ValueError):
+        ViewerAuth(TOKEN, max_sessions=0)
+    roomy = ViewerAuth(TOKEN, session_s=60, max_sessions=100)
+    for t in range(50):
+        roomy.session(now=1_000.0 + t)
+    assert roomy.live_sessions == 50
+    roomy.session(now=2_000.0)  # a login sweeps the lapsed ones, full or not: memory follows the live ones
+    assert roomy.live_sessions == 1
+
+
+def test_the_default_bound_holds_under_many_logins_from_many_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    auth = ViewerAuth(TOKEN)
+    assert auth.max_sessions == 10_000
+    with ThreadPoolExecutor(8) as pool:
+        values = list(pool.map(lambda _: auth.session(), range(12_000)))
+    assert auth.live_sessions == 10_000 and len(set(values)) == 12_000
+    # 2,000 were dropped, which ones depends on how the threads ran (the single-threaded test
+    # above checks that they are the oldest); every one held still signs in.
+    assert sum(auth.valid_session(v) for v in values) == 10_000
+
+
 @pytest.mark.parametrize("target", ["https://elsewhere.example/", "//elsewhere.example/viewer/", "/v1/runs", "/viewer"])
 def test_after_login_the_browser_stays_in_the_viewer(client, target):
     response = client.post("/viewer/login", data={"token": TOKEN, "next": target})
@@ -189,11 +342,21 @@ def test_the_token_is_never_in_a_url_or_a_page(client):
 def test_a_session_lapses_and_dies_with_the_token():
     auth = ViewerAuth(TOKEN, session_s=60)
     value = auth.session(now=1_000.0)
+    sid, expires, mac = value.split(".")
+    assert expires == "1060" and len(sid) == 43 and len(mac) == 64
     assert auth.valid_session(value, now=1_059.0) and not auth.valid_session(value, now=1_061.0)
+    assert auth.live_sessions == 0  # a lapsed session is forgotten once seen
+    value = auth.session(now=1_000.0)
+    sid, expires, mac = value.split(".")
     assert not ViewerAuth("another token").valid_session(value, now=1_000.0)
-    assert not auth.valid_session(value.replace(".", ".0", 1), now=1_000.0)
-    assert not auth.valid_session(f"9999999999.{value.split('.')[1]}", now=1_000.0)  # a later expiry, same MAC
+    assert not auth.valid_session(f"{sid}.0{expires}.{mac}", now=1_000.0)
+    assert not auth.valid_session(f"{sid}.9999999999.{mac}", now=1_000.0)  # a later expiry, same MAC
     assert not ViewerAuth(None).valid_session(value) and ViewerAuth(None).required is False
+    assert auth.valid_session(value, now=1_000.0)
+    # The same token, another process (a restarted service): the HMAC is right, the session unknown.
+    again = ViewerAuth(TOKEN, session_s=60)
+    assert again._mac(sid, int(expires)) == mac and not again.valid_session(value, now=1_000.0)
+    assert auth.end(value) and not auth.valid_session(value, now=1_000.0) and not auth.end(value)
 
 
 # -- what it shows -----------------------------------------------------------------------------

@@ -211,7 +211,7 @@ class RewardSet:
             rewards that returned a value (default: all weights 1, the plain mean).
 
     Raises:
-        ConfigError: a reward is not callable, or a weight names no reward or is negative.
+        ConfigError: a reward is not callable, or a weight names no reward, is negative or not finite.
     """
 
     def __init__(
@@ -236,8 +236,8 @@ class RewardSet:
         for name, weight in (weights or {}).items():
             if name not in self.functions:
                 raise ConfigError(f"weight given for unknown reward {name!r}; rewards: {sorted(self.functions)}")
-            if weight < 0:
-                raise ConfigError(f"weight of reward {name!r} must be >= 0, got {weight}")
+            if not math.isfinite(weight) or weight < 0:
+                raise ConfigError(f"weight of reward {name!r} must be a finite number >= 0, got {weight}")
             self.weights[name] = float(weight)
         self._wants_trace = {name: _accepts_trace(fn) for name, fn in self.functions.items()}
 

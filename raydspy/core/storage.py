@@ -32,10 +32,14 @@ class StorageOptions:
         s3_endpoint_url: endpoint of an S3-compatible server, e.g. ``http://127.0.0.1:5000``;
             None for AWS itself.
         s3_region: the bucket's region; pyarrow looks it up when None (AWS only).
+        local_roots: when set, local paths resolve only inside these folders, to a filesystem
+            that opens every file through no symbolic link below them
+            (`raydspy.core.confined`): the HTTP service's runs. None: the plain local filesystem.
     """
 
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    local_roots: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,15 +73,22 @@ def resolve(uri: str, options: StorageOptions | None = None) -> Location:
         The `Location`.
 
     Raises:
-        StorageError: the scheme is not supported, or pyarrow cannot build the filesystem.
+        StorageError: the scheme is not supported, pyarrow cannot build the filesystem, or a local
+            path lies outside ``options.local_roots`` (or reaches through a symbolic link below one).
     """
     options = options or StorageOptions()
     parsed = urllib.parse.urlparse(uri)
     scheme = parsed.scheme.lower()
     try:
         if scheme in ("", "file"):
-            path = parsed.path if scheme == "file" else uri
-            return Location(uri, pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path)))
+            path = os.path.abspath(os.path.expanduser(parsed.path if scheme == "file" else uri))
+            if options.local_roots is None:
+                return Location(uri, pafs.LocalFileSystem(), path)
+            from raydspy.core.confined import confined_filesystem
+
+            fs = confined_filesystem(options.local_roots)
+            fs.get_file_info(path)  # a path outside the roots, or through a link below them, fails now
+            return Location(uri, fs, path)
         if scheme == "s3":
             if options.s3_endpoint_url and "endpoint_override" not in parsed.query:
                 endpoint = urllib.parse.urlparse(options.s3_endpoint_url)
@@ -129,6 +140,13 @@ def check_writable(location: Location) -> None:
         raise StorageError(f"cannot write to {location.uri!r}: {e}") from e
 
 
+def _renames_atomically(fs: pafs.FileSystem) -> bool:
+    """Local disks (plain or confined), where a rename is atomic and a PUT-like write is not."""
+    from raydspy.core.confined import is_confined
+
+    return isinstance(fs, pafs.LocalFileSystem) or is_confined(fs)
+
+
 def write_atomic(location: Location, name: str, data: bytes) -> str:
     """Write ``data`` to ``name`` under ``location`` so readers never see a partial file.
 
@@ -145,7 +163,7 @@ def write_atomic(location: Location, name: str, data: bytes) -> str:
     fs = location.filesystem
     try:
         fs.create_dir(location.path, recursive=True)
-        if isinstance(fs, pafs.LocalFileSystem):
+        if _renames_atomically(fs):
             tmp = location.join(f".{name}.{uuid.uuid4().hex}.tmp")
             with fs.open_output_stream(tmp) as f:
                 f.write(data)

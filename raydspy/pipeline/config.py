@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "MAX_FILES",
     "MAX_BATCH_SIZE",
+    "MAX_N",
 ]
 
 #: Where ``skip_invalid`` writes the rows it skipped (ignored by rollout readers: leading ``_``).
@@ -43,14 +44,17 @@ MAX_FILES = 4096
 #: The most examples a committed file may take (a file is one Parquet write, held in one actor).
 MAX_BATCH_SIZE = 4096
 
+#: The most rollouts of one example a run may ask for (GRPO groups are tens; this bounds requests).
+MAX_N = 4096
+
 
 class PipelineConfig(BaseModel):
     """How one distributed collection run is laid out."""
 
     input_uri: str = Field(description="Examples: a CSV, JSONL or Parquet file or folder; local, s3:// or gs://.")
     output_uri: str = Field(description="Folder or prefix receiving the rollout Parquet files.")
-    n: int = Field(1, ge=1, description="Rollouts per example.")
-    num_actors: int = Field(2, ge=1, description="Collect actors in the pool.")
+    n: int = Field(1, ge=1, le=MAX_N, description="Rollouts per example.")
+    num_actors: int = Field(2, ge=1, le=1024, description="Collect actors in the pool.")
     threads_per_actor: int = Field(32, ge=1, le=512, description="Rollouts in flight per actor (its concurrent calls).")
     batch_size: int | None = Field(
         None,
@@ -64,6 +68,7 @@ class PipelineConfig(BaseModel):
     rollouts_per_call: int | None = Field(
         None,
         ge=1,
+        le=MAX_BATCH_SIZE * MAX_N,
         description="Rollouts per actor call. Default: threads_per_actor (or batch_size × n, when less), so one call fills an actor's threads "
         "and Ray Data schedules one block per wave rather than one per rollout (which capped the pipeline at a "
         "third of one process's rate against a fast teacher); each actor runs its calls on one pool of threads, "
@@ -74,13 +79,14 @@ class PipelineConfig(BaseModel):
     actor_start_timeout_s: int = Field(
         900,
         ge=1,
+        le=86400,
         description="Seconds to wait for every actor of the pool to start (imports, program) before "
         "the first block is sent; then fail with a clear error (e.g. a cluster without the CPUs asked for).",
     )
     id_field: str | None = Field(
-        None, max_length=128, description="Column holding example ids; else ids hash each example."
+        None, min_length=1, max_length=128, description="Column holding example ids; else ids hash each example."
     )
-    limit: int | None = Field(None, ge=1, description="Use only the first LIMIT examples.")
+    limit: int | None = Field(None, ge=1, le=10**12, description="Use only the first LIMIT examples.")
     dry_run: bool = Field(False, description="Format prompts only; call no LM.")
     max_error_rate: float = Field(
         0.5,
@@ -94,7 +100,8 @@ class PipelineConfig(BaseModel):
     )
     storage: StorageOptions = Field(default_factory=StorageOptions, description="S3-compatible endpoint options.")
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No NaN or infinity in any float: a run's fields are stored as JSON, which has neither.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     def for_examples(self, examples: int) -> PipelineConfig:
         """This layout for an input of ``examples`` valid examples: ``batch_size``, when left

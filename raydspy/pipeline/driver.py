@@ -51,7 +51,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 
 import dspy
@@ -90,6 +90,7 @@ def run_pipeline(
     reward_weights: Mapping[str, float] | None = None,
     on_progress: Callable[[RunProgress], None] | None = None,
     on_start: Callable[[RunProgress], None] | None = None,
+    allowed_modules: Sequence[str] | None = None,
 ) -> RunSummary:
     """Collect ``config.n`` rollouts of every example at ``config.input_uri`` into ``config.output_uri``,
     or, when that output already holds some of them, only the missing ones.
@@ -107,6 +108,7 @@ def run_pipeline(
         reward_weights: ``{name: weight}`` for the combined reward.
         on_start: called once the plan is known, before the first rollout.
         on_progress: called on the driver after each committed batch.
+        allowed_modules: specs resolve only within these, here and in each actor (`raydspy.core.specs`).
 
     Returns:
         The `RunSummary` of everything committed under the output, with this run's counts
@@ -119,6 +121,7 @@ def run_pipeline(
             within ``actor_start_timeout_s`` (the cluster lacks the CPUs it asks for).
         InputError: examples unreadable, empty, lacking the program's input fields, or with
             invalid rows (unless ``skip_invalid``); the message lists the first offending rows.
+        NotAllowedError: a spec outside ``allowed_modules``.
         StorageError: input or output URI unusable, or storage still failing after retries
             (the committed rollouts stay; the run can be resumed).
         TeacherUnreachableError: the teacher does not answer or lacks the model.
@@ -126,9 +129,9 @@ def run_pipeline(
     if not ray.is_initialized():
         raise ConfigError("Ray is not initialised: call ray.init() (or use the raydspy CLI) first")
     check_versions()
-    loaded = load_program(program)
+    loaded = load_program(program, allowed_modules)
     fields = program_input_fields(loaded)
-    loaded_rewards = load_rewards(rewards)  # a bad reward spec fails now, not inside every actor
+    loaded_rewards = load_rewards(rewards, allowed_modules)  # a bad reward spec fails now, not in every actor
     source = resolve(config.input_uri, config.storage)
     output = resolve(config.output_uri, config.storage)
     with _reading(source):
@@ -152,8 +155,7 @@ def run_pipeline(
     config = config.for_examples(checked.valid)  # files' size, once the input's size is known
     invalid_file = _handle_invalid(checked, config, output, source.uri)
 
-    # The driver's runner only computes rollout ids: built from what is loaded above (the actors
-    # import the specs themselves).
+    # The driver's runner only computes rollout ids (the actors import the specs themselves).
     runner = make_runner(loaded, teacher, loaded_rewards, reward_weights, config.id_field, config.dry_run)
     files = committed_files(output)
     # In a task (no CPU reserved: it must start on a cluster the run has filled): the earlier runs'
@@ -169,9 +171,8 @@ def run_pipeline(
         committed_rows=before.stats.rows,
         planned_count=checked.valid * config.n,
     )
-    # What the output holds of this plan is known exactly only once the plan has run (at the end:
-    # planned - finished); until then, what it holds at all, which is the same when the output
-    # holds only this job's rollouts, as it should.
+    # What the output holds of this plan is known exactly once the plan has run (planned - finished);
+    # until then, what it holds at all: the same when it holds only this job's rollouts, as it should.
     progress = RunProgress(planned=checked.valid * config.n, resumed=min(before.stats.rows, checked.valid * config.n))
     logger.info("%d rollouts planned, %d already committed under %s", progress.planned, progress.resumed, output.uri)
     if on_start is not None:
@@ -183,6 +184,7 @@ def run_pipeline(
             "program": program,
             "teacher": teacher,
             "rewards": rewards,
+            "allowed_modules": allowed_modules,
             "reward_weights": reward_weights,
             "n": config.n,
             "id_field": config.id_field,
@@ -218,9 +220,8 @@ def run_pipeline(
     # come up): else the first actor ready fills all its threads, and on a short run the others
     # find little left to do. The context is this dataset's own copy, not the caller's.
     stats.context.wait_for_min_actors_s = config.actor_start_timeout_s
-    # Ray Data lets a task run only 2 blocks ahead of the executor by default, which hands the
-    # repartition's blocks out a couple per scheduling step: too slow to refill every actor's
-    # calls. Let it run a whole wave ahead (small blocks: tens of KiB each).
+    # Ray Data lets a task run only 2 blocks ahead of the executor by default, too slow to refill
+    # every actor's calls: let it run a whole wave ahead (small blocks: tens of KiB each).
     set_streaming_buffer_blocks(stats.context, config.num_actors * config.calls_per_actor)
     stopped = _follow(stats, progress, config, on_progress, gate)
     # What landed, from the gate: commits admitted before a stop land after the driver stopped reading.

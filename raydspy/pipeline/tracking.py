@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,7 @@ class MlflowRun:
         experiment: str = "raydspy",
         run_name: str | None = None,
         traces: int = DEFAULT_TRACES,
+        allowed_modules: Sequence[str] | None = None,
     ):
         if traces < 0:
             raise ConfigError(f"MLflow traces: give a number of rollouts, 0 or more; got {traces}")
@@ -88,6 +90,7 @@ class MlflowRun:
         self.experiment = experiment
         self.run_name = run_name
         self.traces = traces
+        self.allowed_modules = allowed_modules
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.model_uri: str | None = None
@@ -132,7 +135,7 @@ class MlflowRun:
         self.run_id, self.experiment_id = run.info.run_id, run.info.experiment_id
         mlflow.log_params(self.params())
         mlflow.set_tag("rollouts_uri", self.config.output_uri)
-        self._program = load_program(self.program)
+        self._program = load_program(self.program, self.allowed_modules)
         self.model_uri = mlflow.dspy.log_model(self._program, name="program").model_uri
         return self
 

@@ -7,7 +7,7 @@ once, where tasks would start a worker, and import DSPy, for every few blocks of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -48,10 +48,11 @@ class CollectWorker:
         dry_run: bool,
         run_uri: str,
         threads: int,
+        allowed_modules: Sequence[str] | None = None,
     ):
         self.n = n
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="rollout")
-        self.runner = make_runner(program, teacher, rewards, reward_weights, id_field, dry_run)
+        self.runner = make_runner(program, teacher, rewards, reward_weights, id_field, dry_run, allowed_modules)
         self.metrics = RolloutMetrics(run=run_uri)  # Ray metrics, tagged by run (raydspy.pipeline.metrics)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -73,13 +74,15 @@ def make_runner(
     reward_weights: Any,
     id_field: str | None,
     dry_run: bool,
+    allowed_modules: Sequence[str] | None = None,
 ) -> RolloutRunner:
-    """The runner a worker uses; the driver builds the same one to compute rollout ids."""
+    """The runner a worker uses; the driver builds the same one to compute rollout ids. Specs
+    resolve within ``allowed_modules`` when given (`raydspy.core.specs`)."""
     return RolloutRunner(
-        load_program(program),
+        load_program(program, allowed_modules),
         lm=None if dry_run else teacher.lm(),
         adapter=teacher.adapter(),
-        rewards=RewardSet(load_rewards(rewards), reward_weights),
+        rewards=RewardSet(load_rewards(rewards, allowed_modules), reward_weights),
         sampling=teacher.sampling,
         id_field=id_field,
         dry_run=dry_run,

@@ -20,15 +20,15 @@ from raydspy.core.specs import load_program, load_rewards
 from raydspy.core.storage import StorageOptions, resolve
 from raydspy.errors import ConfigError
 from raydspy.service.executors import Executor, make_executor
-from raydspy.service.policy import check_module, check_teacher, check_uri
+from raydspy.service.policy import check_prefix_owner
 from raydspy.service.progress import preview_rows
 from raydspy.service.runs import RunRecord, new_run_id, utcnow
-from raydspy.service.schemas import RunRequest, RunState, RunStatus
+from raydspy.service.schemas import RunList, RunRequest, RunState, RunStatus, UnreadableRun
 from raydspy.service.settings import ServiceSettings
-from raydspy.service.store import RunStore
+from raydspy.service.store import RecordUnreadable, RunStore
 from raydspy.viewer.overview import overview_counts
 
-__all__ = ["RunManager", "RunConflict"]
+__all__ = ["RunManager", "RunConflict", "QueueFull"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +37,27 @@ class RunConflict(Exception):
     """The run is in a state that does not allow the request (HTTP 409)."""
 
 
+class QueueFull(Exception):
+    """``max_queued_runs`` runs already wait (HTTP 429; try again after ``retry_after_s``)."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class RunManager:
     """Everything the HTTP routes do, without HTTP (so it is testable and reusable)."""
 
     def __init__(self, settings: ServiceSettings, executor: Executor | None = None):
         self.settings = settings
-        self.storage = StorageOptions(s3_endpoint_url=settings.s3_endpoint_url)
-        self.store = RunStore(settings.state_uri, self.storage)
+        self.policy = settings.policy()
+        for prefix in settings.input_prefixes:
+            check_prefix_owner(prefix, "input prefix")
+        for prefix in settings.output_prefixes:
+            check_prefix_owner(prefix, "output prefix")
+        # Outputs are read (status, previews, the viewer) as runs write them: inside the prefixes.
+        self.storage = self.policy.storage(settings.s3_endpoint_url)
+        self.store = RunStore(settings.state_uri, StorageOptions(s3_endpoint_url=settings.s3_endpoint_url))
         self.executor = executor or make_executor(settings)
         # Counts of each committed part, read once: a run's status, and its page in the viewer.
         self.counts = overview_counts()
@@ -51,8 +65,9 @@ class RunManager:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Unfinished runs, by id: the only records the dispatcher reads.
-        self._open: dict[str, RunRecord] = {r.id: r for r in self.store.all() if not r.state.terminal}
+        # Unfinished runs, by id: the only records the dispatcher reads (unreadable ones are logged
+        # by the store and left out: the replica starts whatever its store holds).
+        self._open: dict[str, RunRecord] = {r.id: r for r in self.store.scan().records if not r.state.terminal}
 
     # -- submissions ----------------------------------------------------------------------
 
@@ -61,17 +76,12 @@ class RunManager:
         defaults filled in, once it passes the policy.
 
         Raises:
-            PolicyError: a module, URI or teacher the settings do not allow (403).
+            NotAllowedError: a module, spec, URI or teacher the settings do not allow (403).
             ConfigError: a limit exceeded, the program or rewards do not load, or a reward weight
                 names no reward (422).
         """
         s = self.settings
         request = request.with_task()
-        check_module(request.program, s.allowed_modules, "program")
-        if request.rewards:
-            check_module(request.rewards, s.allowed_modules, "rewards")
-        check_uri(request.input_uri, s.input_prefixes, "input URI")
-        check_uri(request.output_uri, s.output_prefixes, "output URI")
         if request.n > s.max_n:
             raise ConfigError(f"n={request.n} is above this service's max_n={s.max_n}")
         if request.num_actors > s.max_actors:
@@ -82,23 +92,39 @@ class RunManager:
                 "model": request.teacher.model or s.default_teacher_model,
             }
         )
-        check_teacher(teacher.base_url, s.teacher_prefixes)
+        self.policy.check(
+            program=request.program,
+            rewards=request.rewards,
+            input_uri=request.input_uri,
+            output_uri=request.output_uri,
+            teacher_url=teacher.base_url,
+        )
         if request.mlflow and not s.mlflow_tracking_uri:
             raise ConfigError("this service has no mlflow_tracking_uri: submit without `mlflow`, or configure one")
-        load_program(request.program)  # an allow-listed module that does not import, or a non-Module: 422 now
-        RewardSet(load_rewards(request.rewards), request.reward_weights)  # a weight for no reward: 422
+        # The whole spec, under the allow-list: nothing outside it is called (403), a program that
+        # does not load or is not a Module is a 422 now, not a failed run later.
+        load_program(request.program, s.allowed_modules)
+        RewardSet(load_rewards(request.rewards, s.allowed_modules), request.reward_weights)  # a weight for no reward
         return request.model_copy(update={"teacher": teacher})
 
     def submit(self, request: RunRequest) -> RunRecord:
-        """Check, record (PENDING) and queue a run; returns its record."""
+        """Check, record (PENDING) and queue a run; returns its record.
+
+        Raises:
+            QueueFull: ``max_queued_runs`` runs already wait (429), checked before any other work.
+            NotAllowedError, ConfigError: as `validate`.
+        """
+        self._check_queue()
         request = self.validate(request)
         record = RunRecord(
             id=new_run_id(),
             request=request,
             executor=self.executor.name,
+            policy=self.policy,
             mlflow_tracking_uri=self.settings.mlflow_tracking_uri if request.mlflow else None,
         )
         with self._lock:
+            self._check_queue()
             self.store.put(record)
             self._open[record.id] = record
         self._wake.set()
@@ -117,19 +143,38 @@ class RunManager:
         """
         return self._status(self.store.get(run_id))
 
-    def list(self) -> list[RunStatus]:
-        return [self._status(r) for r in self.store.all()]
+    def list(self) -> RunList:
+        """Every run, newest first; records that cannot be read are listed apart, with why."""
+        scan = self.store.scan()
+        return RunList(
+            runs=[self._status(r) for r in scan.records],
+            unreadable=[UnreadableRun(id=i, error=e) for i, e in scan.unreadable.items()],
+        )
+
+    def _check_queue(self) -> None:
+        queued = sum(1 for r in self._open.values() if r.dispatched_at is None)
+        if queued >= self.settings.max_queued_runs:
+            raise QueueFull(
+                f"{queued} runs are already queued (this service's max_queued_runs); submit again later",
+                retry_after_s=max(int(self.settings.dispatch_interval_s * 10), 5),
+            )
 
     def _status(self, record: RunRecord) -> RunStatus:
         req = record.request
-        rate = None
+        rate = output_error = None
         if record.state.terminal and record.summary is not None:
             s = record.summary
             done, errors, mean, rate = s["rows"], s["error_rows"], s["mean_reward"], s["rollouts_per_s"]
         else:
-            counts = self.counts.total(resolve(req.output_uri, self.storage)).stats
-            done, errors, mean = counts.rows, counts.error_rows, counts.mean_reward
-            if record.state == RunState.RUNNING and record.started_at and record.planned is not None:
+            try:
+                counts = self.counts.total(resolve(req.output_uri, self.storage)).stats
+            except (OSError, ValueError) as e:  # one run's unreadable output must not fail the list
+                logger.warning("run %s: cannot count the rollouts under %s: %s", record.id, req.output_uri, e)
+                done = errors = mean = None
+                output_error = f"{type(e).__name__}: {e}"
+            else:
+                done, errors, mean = counts.rows, counts.error_rows, counts.mean_reward
+            if done is not None and record.state == RunState.RUNNING and record.started_at and record.planned:
                 elapsed = (utcnow() - record.started_at).total_seconds()
                 rate = max(done - record.resumed, 0) / elapsed if elapsed > 0 else None
         return RunStatus(
@@ -147,6 +192,7 @@ class RunManager:
             rollouts_per_s=rate,
             cancel_requested=self.store.cancel_requested(record.id),
             message=record.message,
+            output_error=output_error,
             mlflow_run_id=record.mlflow_run_id,
             created_at=record.created_at,
             started_at=record.started_at,
@@ -208,7 +254,12 @@ class RunManager:
         """One pass: follow dispatched runs, then start queued ones while slots are free."""
         with self._lock:
             for run_id in list(self._open):
-                record = self.store.get(run_id)
+                try:
+                    record = self.store.get(run_id)
+                except RecordUnreadable as e:  # logged once, then no longer followed
+                    logger.error("run %s: its record cannot be read (%s); it is no longer followed", run_id, e)
+                    del self._open[run_id]
+                    continue
                 if record.state.terminal:
                     del self._open[run_id]
                     continue
@@ -244,8 +295,14 @@ class RunManager:
 
     def _dispatch(self, record: RunRecord) -> None:
         attempt = record.attempt + 1
+        # Each attempt runs under the allow-lists in force now (its worker applies them again).
         record = record.model_copy(
-            update={"attempt": attempt, "dispatched_at": utcnow(), "executor": self.executor.name}
+            update={
+                "attempt": attempt,
+                "dispatched_at": utcnow(),
+                "executor": self.executor.name,
+                "policy": self.policy,
+            }
         )
         record = record.model_copy(update={"executor_ref": self.executor.reference(record)})
         self.store.put(record)  # before submit: from now on only the worker writes it

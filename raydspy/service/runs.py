@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from raydspy.service.policy import RunPolicy
 from raydspy.service.schemas import RunRequest, RunState
 
 __all__ = ["RunRecord", "new_run_id", "utcnow"]
@@ -38,6 +39,9 @@ class RunRecord(BaseModel):
     request: RunRequest
     state: RunState = RunState.PENDING
     executor: str = Field("task", description="`task` or `job`.")
+    policy: RunPolicy | None = Field(
+        None, description="The allow-lists of its current attempt, which its worker applies again (None: refused)."
+    )
     executor_ref: str | None = Field(None, description="The Ray job's submission id, or the Ray task's id.")
     attempt: int = Field(0, description="How many times the run was dispatched (a re-queued run resumes).")
     dispatched_at: dt.datetime | None = Field(

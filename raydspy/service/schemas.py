@@ -10,18 +10,45 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from raydspy.core.specs import SPEC_PATTERN
 from raydspy.errors import ConfigError
 from raydspy.pipeline.config import RUN_FIELDS, PipelineConfig
 from raydspy.task import PRESETS, load_task
 from raydspy.teacher.client import SAMPLING_FIELDS, TeacherConfig
 
-__all__ = ["TeacherSpec", "RunRequest", "RunState", "RunCreated", "RunStatus", "RunList", "RolloutPreview"]
+__all__ = [
+    "TeacherSpec",
+    "RunRequest",
+    "RunState",
+    "RunCreated",
+    "RunStatus",
+    "RunList",
+    "UnreadableRun",
+    "RolloutPreview",
+]
 
-_SPEC = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+#: Longest name of one path part (a file or folder) on the filesystems runs write to (NAME_MAX).
+MAX_NAME_BYTES = 255
+
+#: Most named rewards a request may weight.
+MAX_REWARDS = 64
+
+
+#: An input or output URI as a request may give it.
+#: No control characters (a NUL, CR or LF), no path part longer than a file name may be (the
+#: policy checks local parts in bytes too); in the schema, so clients and fuzzers see it.
+Uri = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1024,
+        pattern=rf"^([^\x00-\x1f\x7f/]{{0,{MAX_NAME_BYTES}}}/)*[^\x00-\x1f\x7f/]{{0,{MAX_NAME_BYTES}}}$",
+    ),
+]
 
 
 def _fields(model: type[BaseModel], names: tuple[str, ...], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -40,7 +67,7 @@ def _fields(model: type[BaseModel], names: tuple[str, ...], *, optional: tuple[s
 
 TeacherSpec = create_model(
     "TeacherSpec",
-    __config__=ConfigDict(extra="forbid"),
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
     __doc__="The teacher a run samples from (an OpenAI-compatible endpoint the service allows); "
     "``base_url`` and ``model`` default to the service's teacher. Fields as `TeacherConfig`'s.",
     **_fields(TeacherConfig, ("base_url", "model", *SAMPLING_FIELDS), optional=("base_url", "model")),
@@ -50,6 +77,7 @@ TeacherSpec = create_model(
 class _RunRequestBase(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,  # JSON has no NaN or infinity: such a record could not be read back
         json_schema_extra={
             "examples": [
                 {
@@ -64,33 +92,36 @@ class _RunRequestBase(BaseModel):
         },
     )
 
-    task: str | None = Field(
+    task: Literal[tuple(PRESETS)] | None = Field(  # type: ignore[valid-type]
         None,
-        description=f"A preset task ({', '.join(PRESETS)}): its program, rewards, reward weights, input, "
+        description="A preset task: its program, rewards, reward weights, input, "
         "n, id field and teacher sampling fill in what the request leaves out (the request's own values win).",
     )
     program: str | None = Field(
         None,
         max_length=256,
-        pattern=_SPEC,
-        description="MODULE:ATTR of a dspy.Module (or a factory); module allow-listed. Required without a task.",
+        pattern=SPEC_PATTERN,
+        description="MODULE:ATTR of a dspy.Module, a dspy.Module class or a factory, defined in an allow-listed "
+        "module (ATTR a public name there). Required without a task.",
     )
-    input_uri: str | None = Field(
+    input_uri: Uri | None = Field(
         None,
-        min_length=1,
-        max_length=1024,
         description="Examples: CSV, JSONL or Parquet file or folder. Required without a task.",
     )
-    output_uri: str = Field(
-        ..., min_length=1, max_length=1024, description="Folder or prefix for the rollout Parquet files."
-    )
+    output_uri: Uri = Field(..., description="Folder or prefix for the rollout Parquet files.")
     rewards: str | None = Field(
-        None, max_length=256, pattern=_SPEC, description="MODULE:ATTR of reward_fn or {name: fn}."
+        None,
+        max_length=256,
+        pattern=SPEC_PATTERN,
+        description="MODULE:ATTR of reward_fn, {name: fn} or a factory, defined in an allow-listed module.",
     )
-    reward_weights: dict[str, float] = Field(
-        default_factory=dict,
-        description="Weight of each named reward in the combined reward (default: the plain mean); "
-        "each name must be one of the rewards'.",
+    reward_weights: dict[Annotated[str, Field(min_length=1, max_length=128)], Annotated[float, Field(ge=0, le=1e6)]] = (
+        Field(
+            default_factory=dict,
+            max_length=MAX_REWARDS,
+            description="Weight of each named reward in the combined reward (default: the plain mean); "
+            "each name must be one of the rewards'.",
+        )
     )
     teacher: TeacherSpec = Field(default_factory=TeacherSpec)  # type: ignore[valid-type]
     mlflow: bool = Field(False, description="Track the run in MLflow (the service's mlflow_tracking_uri).")
@@ -98,29 +129,18 @@ class _RunRequestBase(BaseModel):
         32, ge=0, le=1000, description="With `mlflow`: rollouts logged as MLflow traces, failed ones first (0: none)."
     )
 
-    @field_validator("task")
-    @classmethod
-    def _a_preset(cls, task: str | None) -> str | None:
-        # A service reads no task file a client names: presets only (a client sends the fields).
-        if task is not None and task not in PRESETS:
-            raise ValueError(f"unknown task {task!r}: the presets are {', '.join(PRESETS)}")
-        return task
-
-    @model_validator(mode="after")
-    def _program_and_input(self) -> _RunRequestBase:
-        missing = [name for name in ("program", "input_uri") if getattr(self, name) is None]
-        if missing and self.task is None:
-            raise ValueError(f"give {' and '.join(missing)}, or a task that sets them")
-        return self
-
     def with_task(self) -> _RunRequestBase:
         """This request with its task's settings where the request leaves them out, as ``raydspy
         collect --task`` takes them; the request itself when it names no task.
 
         Raises:
-            ConfigError: the task sets no input and the request gives none.
+            ConfigError: no task and no program or input, or the task sets no input and the
+                request gives none (checked here, not in the schema: it depends on the preset).
         """
         if self.task is None:
+            missing = [name for name in ("program", "input_uri") if getattr(self, name) is None]
+            if missing:
+                raise ConfigError(f"give {' and '.join(missing)}, or a task that sets them")
             return self
         task = load_task(self.task)
         own = {
@@ -188,23 +208,38 @@ class RunStatus(BaseModel):
     output_uri: str
     n: int
     dry_run: bool
-    rollouts_done: int = Field(..., description="Rollout rows committed under the output (error rows included).")
+    rollouts_done: int | None = Field(
+        ..., description="Rollout rows committed under the output (error rows included); None: see output_error."
+    )
     rollouts_total: int | None = Field(
         None, description="Rollouts the run consists of (examples × n); known once it started."
     )
-    errors: int = Field(..., description="Committed rows with an error.")
+    errors: int | None = Field(..., description="Committed rows with an error; None: see output_error.")
     mean_reward: float | None = Field(None, description="Mean combined reward of the committed rows that have one.")
     rollouts_per_s: float | None = Field(None, description="Rollouts this run committed per second since it started.")
     cancel_requested: bool = False
     mlflow_run_id: str | None = Field(None, description="The run's MLflow run, when it is tracked.")
     message: str | None = Field(None, description="Why it failed or stopped.")
+    output_error: str | None = Field(
+        None, description="Why the committed rollouts could not be counted now (the counts are then None)."
+    )
     created_at: dt.datetime
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
 
 
+class UnreadableRun(BaseModel):
+    """A run whose record the service cannot read (it is left out of the queue and the counts)."""
+
+    id: str
+    error: str
+
+
 class RunList(BaseModel):
     runs: list[RunStatus]
+    unreadable: list[UnreadableRun] = Field(
+        default_factory=list, description="Records that could not be read, each with why (skipped, and logged)."
+    )
 
 
 class RolloutPreview(BaseModel):

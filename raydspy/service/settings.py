@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from raydspy.errors import ConfigError
+from raydspy.service.policy import RunPolicy
 from raydspy.teacher.client import DEFAULT_TEACHER_URL
 
 __all__ = ["ServiceSettings", "DEFAULT_STATE_URI"]
@@ -57,6 +58,11 @@ class ServiceSettings(BaseSettings):
     max_actors: int = Field(8, ge=1, description="Largest `num_actors` a request may ask for.")
     max_preview_rows: int = Field(100, ge=1, description="Largest `limit` of GET /v1/runs/{id}/rollouts.")
     max_concurrent_runs: int = Field(2, ge=1, description="Runs executing at once; later ones wait as PENDING.")
+    max_queued_runs: int = Field(
+        32,
+        ge=1,
+        description="Runs that may wait as PENDING at once; a submission beyond them gets 429 with Retry-After.",
+    )
     executor: Literal["task", "job"] = Field(
         "task",
         description="`task`: each run is a Ray task owned by the service replica (re-queued if the replica "
@@ -83,6 +89,15 @@ class ServiceSettings(BaseSettings):
         if bad:
             raise ValueError(f"allowed_modules must be dotted module names, got {bad}")
         return value
+
+    def policy(self) -> RunPolicy:
+        """The allow-lists every run is held to (recorded with each run, applied by its worker)."""
+        return RunPolicy(
+            allowed_modules=tuple(self.allowed_modules),
+            input_prefixes=tuple(self.input_prefixes),
+            output_prefixes=tuple(self.output_prefixes),
+            teacher_prefixes=tuple(self.teacher_prefixes),
+        )
 
     @classmethod
     def load(cls, args: dict[str, Any] | None = None) -> ServiceSettings:

@@ -9,21 +9,39 @@ records can live beside the rollouts on the cluster's object store.
 
 from __future__ import annotations
 
+import logging
 import re
+from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
+from pydantic import ValidationError
 
 from raydspy.core.storage import StorageOptions, resolve, write_atomic
 from raydspy.errors import StorageError
 from raydspy.service.runs import RunRecord
 
-__all__ = ["RunStore", "RunNotFound"]
+__all__ = ["RunStore", "RunNotFound", "RecordUnreadable", "StoreScan"]
+
+logger = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class RunNotFound(KeyError):
     """No record for this run id (HTTP 404)."""
+
+
+class RecordUnreadable(StorageError):
+    """A run's record exists but does not parse (written by hand, cut short, or by a version whose
+    fields no longer validate): that run alone cannot be answered for (HTTP 503)."""
+
+
+@dataclass
+class StoreScan:
+    """Every record that could be read, newest first, and why each other one could not."""
+
+    records: list[RunRecord] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 class RunStore:
@@ -58,6 +76,7 @@ class RunStore:
 
         Raises:
             RunNotFound: no such run.
+            RecordUnreadable: the record is there but does not parse.
         """
         path = self._path(run_id, ".json")
         try:
@@ -69,7 +88,11 @@ class RunStore:
             if self._fs.get_file_info(path).type == pafs.FileType.NotFound:
                 raise RunNotFound(run_id) from e
             raise StorageError(f"cannot read run {run_id!r} under {self.state_uri!r}: {e}") from e
-        return RunRecord.model_validate_json(data)
+        try:
+            return RunRecord.model_validate_json(data)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:3])
+            raise RecordUnreadable(f"the record of run {run_id!r} does not parse: {problems}") from e
 
     def update(self, run_id: str, **changes) -> RunRecord:
         """Read, change and write back ``run_id``'s record (only its single writer may call this)."""
@@ -88,15 +111,23 @@ class RunStore:
             (n[: -len(".json")] for n in names if n.endswith(".json") and not n.startswith(".")), reverse=True
         )
 
-    def all(self) -> list[RunRecord]:
-        """Every record, newest first (records that vanished while listing are left out)."""
-        records = []
+    def scan(self) -> StoreScan:
+        """Every record, newest first; records that vanished while listing are left out, and those
+        that cannot be read are logged and listed apart, so one bad file never hides the others.
+
+        Raises:
+            StorageError: the store itself cannot be listed.
+        """
+        scan = StoreScan()
         for run_id in self.ids():
             try:
-                records.append(self.get(run_id))
+                scan.records.append(self.get(run_id))
             except RunNotFound:
                 continue
-        return records
+            except StorageError as e:
+                logger.warning("run %s: skipped: %s", run_id, e)
+                scan.unreadable[run_id] = str(e)
+        return scan
 
     def request_cancel(self, run_id: str) -> None:
         """Leave the cancel marker the run's worker looks for."""

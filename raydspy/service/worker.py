@@ -3,6 +3,11 @@ the outcome back. Runs inside a Ray task (the `task` executor) or as a Ray job's
 
     python -m raydspy.service.worker RUN_ID --state-uri URI [--s3-endpoint URL]
 
+The worker holds the run to the allow-lists recorded with it (`raydspy.service.policy.RunPolicy`)
+as the replica did at submission: it checks the URIs and the teacher again, resolves program and
+rewards within the allowed modules (here and in every actor), and reads and writes local paths
+only inside the prefixes, through no symbolic link, at the moment it opens each file.
+
 The worker is the only writer of its record once the run started. It looks for the cancel
 marker after each committed batch and then stops as Ctrl-C does (what was committed stays; the
 same run submitted again resumes). A Ray task cancel (``ray.cancel``) and ``ray job stop``
@@ -23,7 +28,7 @@ import time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before dspy imports litellm
 
 from raydspy.core.storage import StorageOptions  # noqa: E402
-from raydspy.errors import RaydspyError  # noqa: E402
+from raydspy.errors import NotAllowedError, RaydspyError  # noqa: E402
 from raydspy.pipeline import PipelineConfig, RunProgress, run_pipeline  # noqa: E402
 from raydspy.service.runs import RunRecord, utcnow  # noqa: E402
 from raydspy.service.schemas import RunState  # noqa: E402
@@ -38,9 +43,24 @@ logger = logging.getLogger(__name__)
 CANCEL_POLL_S = 1.0
 
 
-def _configs(record: RunRecord, storage: StorageOptions) -> tuple[TeacherConfig, PipelineConfig]:
-    req = record.request
+def _configs(record: RunRecord, s3_endpoint_url: str | None) -> tuple[TeacherConfig, PipelineConfig]:
+    """The run's teacher and layout, once its record passes its policy again.
+
+    Raises:
+        NotAllowedError: the record has no policy, or leaves it (a URI or teacher refused now).
+    """
+    req, policy = record.request, record.policy
+    if policy is None:
+        raise NotAllowedError("the run's record holds no allow-lists to run under: submit it again")
     teacher = TeacherConfig(**req.teacher.model_dump(exclude_none=True))
+    policy.check(
+        program=req.program,
+        rewards=req.rewards,
+        input_uri=req.input_uri,
+        output_uri=req.output_uri,
+        teacher_url=teacher.base_url,
+    )
+    storage = policy.storage(s3_endpoint_url)
     config = PipelineConfig(input_uri=req.input_uri, output_uri=req.output_uri, storage=storage, **req.run_fields())
     return teacher, config
 
@@ -51,8 +71,7 @@ def execute_run(run_id: str, state_uri: str, s3_endpoint_url: str | None = None)
     Returns:
         The final state's name (SUCCEEDED, STOPPED, FAILED or CANCELLED).
     """
-    storage = StorageOptions(s3_endpoint_url=s3_endpoint_url)
-    store = RunStore(state_uri, storage)
+    store = RunStore(state_uri, StorageOptions(s3_endpoint_url=s3_endpoint_url))
     record = store.get(run_id)
     if record.state.terminal:
         return record.state.value
@@ -74,7 +93,8 @@ def execute_run(run_id: str, state_uri: str, s3_endpoint_url: str | None = None)
 
     outcome: dict = {}
     try:
-        teacher, config = _configs(record, storage)
+        teacher, config = _configs(record, s3_endpoint_url)
+        allowed = record.policy.allowed_modules
         with contextlib.ExitStack() as stack:
             tracked = None
             if record.mlflow_tracking_uri:
@@ -89,6 +109,7 @@ def execute_run(run_id: str, state_uri: str, s3_endpoint_url: str | None = None)
                         tracking_uri=record.mlflow_tracking_uri,
                         run_name=run_id,
                         traces=record.request.mlflow_traces,
+                        allowed_modules=allowed,
                     )
                 )
                 store.update(run_id, mlflow_run_id=tracked.run_id)
@@ -100,6 +121,7 @@ def execute_run(run_id: str, state_uri: str, s3_endpoint_url: str | None = None)
                 reward_weights=record.request.reward_weights or None,
                 on_start=on_start,
                 on_progress=on_progress,
+                allowed_modules=allowed,
             )
             if tracked is not None:
                 tracked.finish(summary)

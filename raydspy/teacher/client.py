@@ -29,16 +29,24 @@ EMBEDDED_TEACHER_MODEL = EMBEDDED_MODEL_ID
 class TeacherConfig(BaseModel):
     """Where the teacher is and how rollouts sample from it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No NaN or infinity (a run's teacher is stored as JSON, which has neither); every number bounded.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    base_url: str = Field(DEFAULT_TEACHER_URL, description="OpenAI-compatible base URL, ending in /v1.")
-    model: str = Field(EMBEDDED_TEACHER_MODEL, description="Model name the endpoint serves.")
-    api_key: str = Field("not-needed", description="Bearer token; vLLM needs none unless started with --api-key.")
+    base_url: str = Field(
+        DEFAULT_TEACHER_URL, min_length=1, max_length=2048, description="OpenAI-compatible base URL, ending in /v1."
+    )
+    model: str = Field(
+        EMBEDDED_TEACHER_MODEL, min_length=1, max_length=256, description="Model name the endpoint serves."
+    )
+    api_key: str = Field(
+        "not-needed", max_length=4096, description="Bearer token; vLLM needs none unless started with --api-key."
+    )
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature; > 0 for distinct rollouts.")
-    max_tokens: int = Field(256, ge=1, description="Completion tokens per LM call.")
+    max_tokens: int = Field(256, ge=1, le=1_048_576, description="Completion tokens per LM call.")
     seed: int | None = Field(
         None,
         ge=0,
+        le=2**32 - 1,
         description="Seed the run: each rollout's requests carry a seed derived from its rollout id "
         "(`raydspy.core.identity.rollout_seed`), so a rollout sampled again draws the same random numbers from a "
         "teacher that honours OpenAI's `seed`, as vLLM does. None: unseeded.",
@@ -51,12 +59,14 @@ class TeacherConfig(BaseModel):
     max_text_chars: int | None = Field(
         None,
         ge=1,
+        le=10_000_000,
         description="With structured outputs: bound each free-text output field (e.g. reasoning) to this many "
         "characters in the schema, so a teacher that loops is cut inside the JSON and still parses.",
     )
     timeout_s: float = Field(
         600.0,
         gt=0,
+        le=86400,
         description="Per-request timeout in seconds. Keep it above the queueing of a saturated teacher: a request "
         "that times out is cancelled with its work half done and sent again (docs/benchmarks-history.md).",
     )

@@ -179,6 +179,8 @@ def viewer_router(source: RunSource, auth: ViewerAuth) -> APIRouter:
 
     @router.post("/logout")
     def logout(request: Request):
+        # End the session on the server too: deleting the cookie alone would leave any copy of it working.
+        auth.end(request.cookies.get(SESSION_COOKIE, ""))
         response = RedirectResponse(f"{base_path(request)}/login", status.HTTP_303_SEE_OTHER)
         response.delete_cookie(SESSION_COOKIE, path=base_path(request), httponly=True, samesite="strict")
         return response

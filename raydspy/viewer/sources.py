@@ -104,18 +104,18 @@ class ServiceRuns(RunSource):
             output_uri=status.output_uri,
             state=status.state.value,
             terminal=status.state.terminal,
-            done=status.rollouts_done,
+            done=status.rollouts_done or 0,
             planned=status.rollouts_total,
-            errors=status.errors,
+            errors=status.errors or 0,
             mean_reward=status.mean_reward,
             program=status.program,
             created_at=status.created_at,
-            message=status.message,
+            message=f"cannot count its rollouts: {status.output_error}" if status.output_error else status.message,
             rollouts_per_s=status.rollouts_per_s,
         )
 
     def runs(self) -> list[RunView]:
-        return [self._view(s) for s in self.manager.list()]
+        return [self._view(s) for s in self.manager.list().runs]
 
     def run(self, run_id: str) -> RunView:
         try:
