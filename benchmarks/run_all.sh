@@ -22,4 +22,5 @@ $py benchmarks/teacher_bench.py --requests 192 --rounds 2 --pairs-only --reserve
     --out benchmarks/results/teacher-reserved-core.json
 $py benchmarks/client_cpu.py --requests 192 --scale 3
 $py benchmarks/resume_bench.py --examples 3000 --rounds 2 --out benchmarks/results/resume-3000.json
+$py benchmarks/confined_fs.py --parts 400 --rows 64 --rounds 5 --out benchmarks/results/confined-fs-400.json
 $py benchmarks/chart.py
