@@ -51,7 +51,7 @@ def main() -> None:
     results: dict[str, dict[str, list[float]]] = {name: {} for name in options}
     for name, storage in options.items():
         location = resolve(str(root / name), storage)
-        results[name]["commit"] = [_ms(lambda: [commit_rollouts(location, t) for t in tables])]
+        results[name]["commit"] = [_ms(lambda loc=location: [commit_rollouts(loc, t) for t in tables])]
 
     def reads(name: str) -> dict[str, float]:
         location = resolve(str(root / name), options[name])
