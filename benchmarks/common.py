@@ -33,8 +33,9 @@ def init_local_ray(num_cpus: int = 8) -> None:
     )
 
 
-def _serve(port_box, delay_s: float, answer: str) -> None:
-    """The fake teacher: answers every chat completion with ``answer`` after ``delay_s`` seconds."""
+def _serve(port_box, delay_s: float, answer: str, counter=None) -> None:
+    """The fake teacher: answers every chat completion with ``answer`` after ``delay_s`` seconds;
+    counts them in ``counter`` (a ``multiprocessing.Value``) when given."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
@@ -55,6 +56,9 @@ def _serve(port_box, delay_s: float, answer: str) -> None:
 
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
+            if counter is not None:
+                with counter.get_lock():
+                    counter.value += 1
             time.sleep(delay_s)
             self._send(
                 json.dumps(
@@ -81,11 +85,12 @@ def _serve(port_box, delay_s: float, answer: str) -> None:
 
 
 @contextlib.contextmanager
-def serve_fake_teacher(delay_s: float, answer: str = ANSWER) -> Iterator[tuple[str, int]]:
+def serve_fake_teacher(delay_s: float, answer: str = ANSWER, counter=None) -> Iterator[tuple[str, int]]:
     """A loopback OpenAI-compatible teacher, model ``fake``, in its own process, answering every
-    request with ``answer`` (default: `ANSWER`) after ``delay_s`` seconds; yields ``(base_url, pid)``."""
+    request with ``answer`` (default: `ANSWER`) after ``delay_s`` seconds, counted in ``counter``
+    (a ``multiprocessing.Value``) when given; yields ``(base_url, pid)``."""
     box = multiprocessing.Queue()
-    server = multiprocessing.Process(target=_serve, args=(box, delay_s, answer), daemon=True)
+    server = multiprocessing.Process(target=_serve, args=(box, delay_s, answer, counter), daemon=True)
     server.start()
     try:
         yield f"http://127.0.0.1:{box.get(timeout=30)}/v1", server.pid

@@ -16,6 +16,18 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# tests/test_prometheus.py scrapes a real Ray head into a real Prometheus and evaluates every query
+# of dashboards/*.json: install Debian's prometheus when missing and we may (the test skips without it;
+# no recommends: the node exporter is not needed).
+if ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing prometheus (apt-get) for the dashboard's Prometheus test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "setup: prometheus is missing; the dashboard's Prometheus test needs it: sudo apt-get install prometheus"
+  fi
+fi
+
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 pip=(.venv/bin/python -m pip --disable-pip-version-check)

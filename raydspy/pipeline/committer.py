@@ -26,7 +26,7 @@ from raydspy.pipeline.commits import commit_rollouts
 from raydspy.pipeline.manifests import relative_name, write_manifest
 from raydspy.pipeline.metrics import RolloutMetrics
 
-__all__ = ["DEFERRED", "BATCH_STATS", "CommitGate", "RolloutCommitter", "close_gate"]
+__all__ = ["DEFERRED", "BATCH_STATS", "CommitGate", "RolloutCommitter", "open_gate", "close_gate"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,22 @@ class CommitGate:
             total += stats
         manifest = write_manifest(output, self._files) if self._files else None
         return total.to_json(), manifest
+
+
+def open_gate() -> ray.actor.ActorHandle:
+    """A new `CommitGate`, on the driver's own node.
+
+    Why there: the gate holds the run's per-file counts, which no retry could rebuild, and every
+    commit asks it first, so it must outlive the loss of any other node (a spot instance taken, an
+    OOM kill). The driver's node is the one node whose loss ends the run anyway: the driver dies
+    with it, and running the same job again resumes. Ray Data restarts the pool's own actors
+    (Collect workers, the planner, the committer) on the nodes left and retries their blocks;
+    a redone block commits under the same name (`raydspy.pipeline.commits`).
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return CommitGate.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
 
 
 def close_gate(gate: ray.actor.ActorHandle, timeout_s: float = DRAIN_TIMEOUT_S) -> None:

@@ -66,7 +66,7 @@ from raydspy.core.storage import Location, check_writable, resolve, write_atomic
 from raydspy.errors import ConfigError, InputError, RaydspyError
 from raydspy.pipeline.cards import write_run_card
 from raydspy.pipeline.commits import committed_files
-from raydspy.pipeline.committer import CommitGate, RolloutCommitter, close_gate
+from raydspy.pipeline.committer import RolloutCommitter, close_gate, open_gate
 from raydspy.pipeline.config import BUDGET_MIN_ROLLOUTS, HELPER_NUM_CPUS, INVALID_DIR, PipelineConfig
 from raydspy.pipeline.inputs import input_bytes, read_examples
 from raydspy.pipeline.planning import plan_rollouts
@@ -205,7 +205,7 @@ def run_pipeline(
         ),
         num_cpus=config.actor_num_cpus,
     )
-    gate = CommitGate.remote()
+    gate = open_gate()  # on this node: it must outlive any other node's loss
     # Ray Data bundles the actors' blocks (one per call) until a batch holds a file's worth.
     stats = rollouts.map_batches(
         RolloutCommitter,
