@@ -148,7 +148,7 @@ def _map_workers() -> list[dict]:
     return [
         a
         for a in actors().values()
-        if a.get("State") == "ALIVE" and a.get("ActorClassName", "").endswith("MapWorker") and a.get("Pid")
+        if a.get("State") == "ALIVE" and a.get("ActorClassName", "").startswith("MapWorker(") and a.get("Pid")
     ]
 
 
@@ -201,8 +201,10 @@ def node_loss(args) -> dict:
 
 
 def stress(args) -> dict:
-    """Every ``--seconds``: SIGKILL a random Ray Data actor, or remove a worker node and add one
-    back; until the run ends (or ``--max-kills``). The run must finish with every rollout once."""
+    """Every ``--seconds``: remove a worker node and add one back (``--node-share`` of the kills),
+    or SIGKILL a random Ray Data actor; until the run ends (or ``--max-kills``). The run must finish
+    with every rollout once. On 2 cores a new node and its actors take several seconds to start
+    (DSPy imported in each): kills every few seconds there leave it rebuilding more than running."""
     from common import serve_fake_teacher
 
     counter = multiprocessing.Value("i", 0)
@@ -211,29 +213,37 @@ def stress(args) -> dict:
         with cluster() as c:
             connect(c.address)
             source = write_input(Path(tmp), args.rollouts // args.n)
-            progress, stop, kills = Progress(), threading.Event(), []
+            progress, kills, result = Progress(), [], {}
 
-            def killer():
-                progress.wait_for(1, 600)  # from the first commit on
-                while not stop.wait(args.seconds) and len(kills) < args.max_kills:
-                    at = time.monotonic()
-                    workers = [n for n in c.list_all_nodes() if not n.head]
-                    if rng.random() < 0.5 and len(workers) > 1:
-                        c.remove_node(rng.choice(workers), allow_graceful=False)
-                        c.add_node(num_cpus=WORKER_CPUS)
-                        kills.append({"what": "node", "at": at, "done": progress.done})
-                    elif actors := _map_workers():
-                        victim = rng.choice(actors)
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(victim["Pid"], signal.SIGKILL)
-                        kills.append({"what": "actor", "at": at, "done": progress.done})
+            def run():
+                try:
+                    result["summary"] = collect(source, f"{tmp}/out", url, args.n, on_progress=progress)
+                except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                    result["error"] = e
 
-            thread = threading.Thread(target=killer, daemon=True)
-            thread.start()
+            # The run in a thread, the killer in the main one: adding a node installs signal handlers.
             started = time.monotonic()
-            summary = collect(source, f"{tmp}/out", url, args.n, on_progress=progress)
-            stop.set()
-            thread.join(60)
+            thread = threading.Thread(target=run, daemon=True)
+            thread.start()
+            progress.wait_for(1, 600)  # from the first commit on
+            while thread.is_alive() and len(kills) < args.max_kills:
+                thread.join(args.seconds)
+                if not thread.is_alive():
+                    break
+                at = time.monotonic()
+                workers = [n for n in c.list_all_nodes() if not n.head]
+                if rng.random() < args.node_share and len(workers) > 1:
+                    c.remove_node(rng.choice(workers), allow_graceful=False)
+                    c.add_node(num_cpus=WORKER_CPUS)
+                    kills.append({"what": "node", "at": at, "done": progress.done})
+                elif actors := _map_workers():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(rng.choice(actors)["Pid"], signal.SIGKILL)
+                    kills.append({"what": "actor", "at": at, "done": progress.done})
+            thread.join()
+            if "error" in result:
+                raise result["error"]
+            summary = result["summary"]
             recoveries = [progress.first_commit_after(k["at"]) for k in kills]
             waits = [round(r - k["at"], 2) for k, r in zip(kills, recoveries) if r is not None]
             return _outcome(
@@ -295,8 +305,9 @@ def main() -> None:
         one.add_argument("--rollouts", type=int, default=4000)
         one.add_argument("--n", type=int, default=4)
         one.add_argument("--after", type=int, default=1000, help="rollouts committed before the loss")
-        one.add_argument("--seconds", type=float, default=4.0, help="stress: seconds between kills")
-        one.add_argument("--max-kills", type=int, default=40)
+        one.add_argument("--seconds", type=float, default=12.0, help="stress: seconds between kills")
+        one.add_argument("--node-share", type=float, default=0.3, help="stress: share of kills that remove a node")
+        one.add_argument("--max-kills", type=int, default=12)
         one.add_argument("--seed", type=int, default=0)
     one = sub.add_parser("drive")
     for name in ("address", "input", "output", "teacher_url"):
