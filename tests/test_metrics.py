@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from pathlib import Path
 
 import requests
 from fake_openai import slow_teacher
@@ -36,6 +37,44 @@ def _samples(text: str, run: str) -> dict[str, float]:
     return found
 
 
+def submit_collect_job(client, sample: Path, output: str, teacher_url: str) -> str:
+    """jobs/collect.py as a job on the head of ``client``: 2 rollouts of each example, one actor with 2
+    threads, no cache, against the fake teacher at ``teacher_url`` (tests/test_prometheus.py too)."""
+    entrypoint = [
+        "python",
+        "jobs/collect.py",
+        "--program",
+        "raydspy.programs.banking77:program",
+        "--rewards",
+        "raydspy.programs.banking77:rewards",
+        "--input",
+        str(sample),
+        "--output",
+        output,
+        "--n",
+        "2",
+        "--batch-size",
+        "2",
+        "--actors",
+        "1",
+        "--threads",
+        "2",
+        "--no-cache",
+        "--teacher-url",
+        teacher_url,
+        "--teacher-model",
+        "slow-model",
+    ]
+    return client.submit_job(
+        entrypoint=shlex.join(entrypoint),
+        runtime_env={
+            "working_dir": str(REPO),
+            "excludes": EXCLUDES,
+            "env_vars": {"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        },
+    )
+
+
 def test_run_metrics_reach_the_metrics_endpoint(ray_head, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -44,40 +83,7 @@ def test_run_metrics_reach_the_metrics_endpoint(ray_head, tmp_path):
     teacher = slow_teacher(delay_s=0.3, bad_every=3)  # every third completion does not parse: error rows
     client = JobSubmissionClient(ray_head.dashboard_url)
     try:
-        job_id = client.submit_job(
-            entrypoint=shlex.join(
-                [
-                    "python",
-                    "jobs/collect.py",
-                    "--program",
-                    "raydspy.programs.banking77:program",
-                    "--rewards",
-                    "raydspy.programs.banking77:rewards",
-                    "--input",
-                    str(sample),
-                    "--output",
-                    output,
-                    "--n",
-                    "2",
-                    "--batch-size",
-                    "2",
-                    "--actors",
-                    "1",
-                    "--threads",
-                    "2",
-                    "--no-cache",
-                    "--teacher-url",
-                    teacher.url,
-                    "--teacher-model",
-                    "slow-model",
-                ]
-            ),
-            runtime_env={
-                "working_dir": str(REPO),
-                "excludes": EXCLUDES,
-                "env_vars": {"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
-            },
-        )
+        job_id = submit_collect_job(client, sample, output, teacher.url)
         seen: dict[str, float] = {}
         deadline = time.monotonic() + 420
         finished_at = None

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shlex
 import shutil
 import socket
 import subprocess
@@ -30,7 +29,8 @@ import pytest
 import requests
 from fake_openai import slow_teacher
 from ray_head import REPO
-from test_jobs import EXCLUDES, _wait_for_job
+from test_jobs import _wait_for_job
+from test_metrics import submit_collect_job
 
 from raydspy.programs import banking77
 
@@ -167,43 +167,6 @@ def _finite(series: list[dict]) -> list[float]:
     return [v for v in values if math.isfinite(v)]
 
 
-def _submit(client, sample: Path, output: str, teacher_url: str) -> str:
-    """jobs/collect.py as a job: 2 rollouts of each example, one actor with 2 threads, no cache."""
-    entrypoint = [
-        "python",
-        "jobs/collect.py",
-        "--program",
-        "raydspy.programs.banking77:program",
-        "--rewards",
-        "raydspy.programs.banking77:rewards",
-        "--input",
-        str(sample),
-        "--output",
-        output,
-        "--n",
-        "2",
-        "--batch-size",
-        "2",
-        "--actors",
-        "1",
-        "--threads",
-        "2",
-        "--no-cache",
-        "--teacher-url",
-        teacher_url,
-        "--teacher-model",
-        "slow-model",
-    ]
-    return client.submit_job(
-        entrypoint=shlex.join(entrypoint),
-        runtime_env={
-            "working_dir": str(REPO),
-            "excludes": EXCLUDES,
-            "env_vars": {"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
-        },
-    )
-
-
 @NEEDS_PROMETHEUS
 def test_every_dashboard_query_returns_data_in_prometheus(ray_head, prometheus, tmp_path):
     """Two runs side by side: one with failed rollouts, one without (whose error counter Ray never
@@ -221,7 +184,7 @@ def test_every_dashboard_query_returns_data_in_prometheus(ray_head, prometheus, 
     deadline = time.monotonic() + JOBS_TIMEOUT_S
     jobs: dict[str, str] = {}
     try:
-        jobs = {name: _submit(client, sample, outputs[name], teachers[name].url) for name in outputs}
+        jobs = {name: submit_collect_job(client, sample, outputs[name], teachers[name].url) for name in outputs}
         for name, job_id in jobs.items():
             status = _wait_for_job(client, job_id, timeout_s=max(0.0, deadline - time.monotonic()))
             assert status == JobStatus.SUCCEEDED, (name, status, client.get_job_logs(job_id)[-3000:])
