@@ -5,28 +5,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The viewer's browser test (tests/test_e2e_viewer.py) drives Debian's chromium through Playwright,
-# whose own browser download cannot run without internet: install it when missing and we may.
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages some tests drive: installed when missing and we may (root with apt-get), else
+# the command to run is printed. `debian_package NAME WHO-NEEDS-IT [apt-get flags]`.
+debian_package() {
+  local name=$1 why=$2
+  shift 2
+  command -v "$name" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing chromium (apt-get) for the viewer's browser test"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "setup: installing $name (apt-get) for $why"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" "$name" >/dev/null
   else
-    echo "setup: chromium is missing; the viewer's browser test needs it: sudo apt-get install chromium"
+    echo "setup: $name is missing; $why needs it: sudo apt-get install $name"
   fi
-fi
+}
 
+# The viewer's browser test (tests/test_e2e_viewer.py) drives Debian's chromium through Playwright,
+# whose own browser download cannot run without internet.
+debian_package chromium "the viewer's browser test"
 # tests/test_prometheus.py scrapes a real Ray head into a real Prometheus and evaluates every query
-# of dashboards/*.json: install Debian's prometheus when missing and we may (the test skips without it;
-# no recommends: the node exporter is not needed).
-if ! command -v prometheus >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing prometheus (apt-get) for the dashboard's Prometheus test"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  else
-    echo "setup: prometheus is missing; the dashboard's Prometheus test needs it: sudo apt-get install prometheus"
-  fi
-fi
+# of dashboards/*.json (it skips without it; no recommends: the node exporter is not needed).
+debian_package prometheus "the dashboard's Prometheus test" --no-install-recommends
 
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
