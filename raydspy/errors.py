@@ -15,6 +15,7 @@ __all__ = [
     "StorageError",
     "TeacherUnreachableError",
     "NotAllowedError",
+    "ClusterUnreachableError",
 ]
 
 
@@ -51,3 +52,8 @@ class TeacherUnreachableError(RaydspyError, ConnectionError):
 class NotAllowedError(RaydspyError, PermissionError):
     """A spec, URI or teacher lies outside what the operator allowed (the HTTP service's
     allow-lists and prefixes; HTTP 403). Says what was refused and what is allowed."""
+
+
+class ClusterUnreachableError(RaydspyError, ConnectionError):
+    """The Ray cluster a command was pointed at (``--ray-address``, ``$RAY_ADDRESS``, a local
+    ``ray start``) does not answer. Says the address, where it came from, and what to do."""

@@ -161,14 +161,26 @@ def test_plain_json_adapter_sends_no_response_format():
         assert ("response_format" in lm.kwargs_seen[0]) is expect
 
 
-# -- Ray Data exports -------------------------------------------------------------------------
+# -- the exports, in this process and on Ray Data ---------------------------------------------
+
+
+@pytest.fixture(params=["in_process", pytest.param("ray_data", marks=pytest.mark.ray)])
+def engine(request, monkeypatch):
+    """Each export test runs twice: small input in this process (`raydspy.distill.in_process`),
+    and with that path's bound at 0 bytes, on Ray Data (a local Ray)."""
+    from raydspy.distill import in_process
+
+    if request.param == "ray_data":
+        request.getfixturevalue("ray_local")
+        monkeypatch.setattr(in_process, "MAX_BYTES", -1)
+    return request.param
 
 
 def _read(uri: Path) -> list[dict]:
     return exports.load_export(str(uri)).to_list()
 
 
-def test_exports_read_only_committed_parts_and_each_rollout_once(ray_local, rollouts_dir, tmp_path, rollout_rows):
+def test_exports_read_only_committed_parts_and_each_rollout_once(engine, rollouts_dir, tmp_path, rollout_rows):
     expected = exports.sft_rows(rollout_rows)
     summary = exports.to_sft(str(rollouts_dir), str(tmp_path / "sft"))
     assert summary.rows == len(expected) and summary.rollouts == len(rollout_rows)
@@ -180,7 +192,7 @@ def test_exports_read_only_committed_parts_and_each_rollout_once(ray_local, roll
     assert got == sorted(expected, key=lambda r: (r["rollout_id"], r["predictor"]))
 
 
-def test_an_export_writes_a_card_that_datasets_loads_with_the_rollouts_license(ray_local, rollouts_dir, tmp_path):
+def test_an_export_writes_a_card_that_datasets_loads_with_the_rollouts_license(engine, rollouts_dir, tmp_path):
     import datasets
 
     (rollouts_dir / "README.md").write_text("---\nlicense: cc-by-4.0\n---\n# Rollouts\n")  # the run's card
@@ -191,7 +203,7 @@ def test_an_export_writes_a_card_that_datasets_loads_with_the_rollouts_license(r
     assert loaded.num_rows == summary.rows and set(loaded.column_names) == set(exports.SFT_SCHEMA.names)
 
 
-def test_dpo_and_grpo_exports_match_the_transforms(ray_local, rollouts_dir, tmp_path, rollout_rows):
+def test_dpo_and_grpo_exports_match_the_transforms(engine, rollouts_dir, tmp_path, rollout_rows):
     dpo = exports.to_dpo(str(rollouts_dir), str(tmp_path / "dpo"))
     assert dpo.rows == len(exports.dpo_rows(rollout_rows)) > 0
     assert all(r["chosen_reward"] > r["rejected_reward"] for r in _read(tmp_path / "dpo"))
@@ -201,7 +213,7 @@ def test_dpo_and_grpo_exports_match_the_transforms(ray_local, rollouts_dir, tmp_
     assert set(rows[0]) == {"prompt", "inputs", "category", "example_id", "predictor", "call_index", "replay"}
 
 
-def test_export_from_and_to_s3(ray_local, s3_server, rollouts_dir, rollout_rows):
+def test_export_from_and_to_s3(engine, s3_server, rollouts_dir, rollout_rows):
     import boto3
 
     from raydspy.core.storage import StorageOptions
@@ -216,7 +228,7 @@ def test_export_from_and_to_s3(ray_local, s3_server, rollouts_dir, rollout_rows)
     assert len(exports.load_export("s3://rollouts/distill/sft", storage)) == summary.rows
 
 
-def test_export_of_an_empty_location_says_so(ray_local, tmp_path):
+def test_export_of_an_empty_location_says_so(engine, tmp_path):
     from raydspy.errors import StorageError
 
     with pytest.raises(StorageError, match="no committed rollouts"):

@@ -6,6 +6,8 @@
 | `distill`  | ``export``, ``train``, ``evaluate``                                    |
 | `view`     | ``view``: the rollout viewer over an output folder                     |
 | `common`   | what every command shares: the task flags, Ray start-up, the console   |
+| `cluster`  | which Ray: a running cluster (flag, $RAY_ADDRESS, `ray start`), or own |
+| `failures` | the one line a failed command prints                                   |
 | `progress` | the live bar on a terminal, periodic lines in logs                     |
 | `logs`     | where output goes: raydspy's on the terminal, the libraries' in a file |
 

@@ -14,7 +14,16 @@ import threading
 
 from rich.console import Console
 
-__all__ = ["add_task_args", "add_cluster_args", "task_from_args", "console", "out", "init_ray", "stop_on_sigterm"]
+__all__ = [
+    "add_task_args",
+    "add_cluster_args",
+    "add_ray_args",
+    "task_from_args",
+    "console",
+    "out",
+    "init_ray",
+    "stop_on_sigterm",
+]
 
 #: Where every command writes its progress and messages (stderr: stdout stays for data). A message
 #: is one line however long (soft wrap): the terminal wraps it, and logs stay one line a message.
@@ -77,27 +86,25 @@ def stop_on_sigterm() -> None:
 
 
 def init_ray(address: str | None, num_cpus: int) -> None:
-    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local Ray of ``num_cpus``
-    logical CPUs; nothing when Ray is already up. Then say where the logs are
-    (`raydspy.cli.logs.ray_started`)."""
+    """Join a running cluster or start a local Ray of ``num_cpus`` logical CPUs
+    (`raydspy.cli.cluster.connect`: ``address``, ``$RAY_ADDRESS``, a local ``ray start``); nothing
+    when Ray is already up. Then say which, and where the logs are (`raydspy.cli.logs.ray_started`).
+
+    Raises:
+        ClusterUnreachableError: the cluster named does not answer.
+    """
     import ray
 
-    from raydspy.cli import logs
+    from raydspy.cli import cluster, logs
 
     if ray.is_initialized():
         logs.ray_started()
         return
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address)
-    else:
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            runtime_env={"env_vars": {"PYTHONPATH": os.getcwd(), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}},
-        )
+    target = cluster.connect(address, num_cpus)
     # ray.init installs its own SIGTERM handler (sys.exit, no summary, no resume hint): ours again.
     stop_on_sigterm()
+    if target.joins:
+        console.print(f"ray: joined the cluster at {target.address} (from {target.source})", highlight=False)
     logs.ray_started()
 
 
@@ -108,8 +115,16 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("AWS_ENDPOINT_URL"),
         help="endpoint of an S3-compatible store (default: $AWS_ENDPOINT_URL)",
     )
+    add_ray_args(parser)
+
+
+def add_ray_args(parser: argparse.ArgumentParser) -> None:
+    """``--ray-address`` and ``--num-cpus``: which Ray the command runs on (`raydspy.cli.cluster`)."""
     parser.add_argument(
-        "--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)"
+        "--ray-address",
+        default=None,
+        help="the Ray cluster to join: HOST:PORT, auto, or local (a Ray of this command's own); default: "
+        "$RAY_ADDRESS, else a `ray start --head` on this machine, else a local Ray",
     )
     parser.add_argument(
         "--num-cpus",

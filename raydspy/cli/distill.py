@@ -127,9 +127,10 @@ def _storage(args):
 def _export(args, init_ray, console) -> int:
     from raydspy.distill import exports
 
-    init_ray(args.ray_address, args.num_cpus)
     storage = _storage(args)
     started = time.perf_counter()
+    if exports.needs_ray(args.rollouts, storage):  # small exports run in this process: no Ray to start
+        init_ray(args.ray_address, args.num_cpus)
     if args.kind == "sft":
         summary = exports.to_sft(
             args.rollouts, args.output, min_reward=args.min_reward, reward=args.reward, storage=storage

@@ -216,6 +216,12 @@ class LogRoute:
                 logger.addHandler(handler)
                 self._undo.callback(logger.removeHandler, handler)
 
+    def where(self) -> Path | None:
+        """Where the logs are, for a message that names them (then `stop` does not say it again):
+        Ray's session log folder once Ray is up, else this command's log file."""
+        self._announced = True
+        return self.folder or self.log_file
+
     # -- once Ray is up ---------------------------------------------------------------------------
 
     def ray_started(self) -> None:

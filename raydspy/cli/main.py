@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from rich.table import Table  # noqa: E402
 
-from raydspy.cli import common
+from raydspy.cli import common, failures
 from raydspy.cli import distill as distill_cli
 from raydspy.cli import view as view_cli
 from raydspy.cli.common import add_task_args, init_ray, stop_on_sigterm, task_from_args
@@ -50,7 +51,11 @@ examples:
   raydspy collect --task orders --output rollouts/orders --dry-run
 
   # crashed, Ctrl-C'd, or stopped by --max-error-rate? the same command again does only the
-  # rollouts the output lacks (exit 0: complete; 3: rollouts missing; 130: interrupted)
+  # rollouts the output lacks (exit 0: complete; 1: failed; 2: bad input or settings;
+  # 3: rollouts missing; 130: interrupted)
+
+  # on a running cluster (`ray start --head` once): every command joins it, no start-up
+  raydspy collect --task banking77 --output rollouts/b77 --ray-address auto
 """
 
 
@@ -127,10 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         "up", help="deploy a Serve config (default: the embedded CPU teacher) and keep it up until Ctrl-C"
     )
     up.add_argument("--serve-config", default=None, help="Serve config YAML (default: serve_configs/teacher-cpu.yaml)")
-    up.add_argument(
-        "--ray-address", default=None, help="join this Ray cluster (default: $RAY_ADDRESS, else start a local Ray)"
-    )
-    up.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of a local Ray (default: %(default)s)")
+    common.add_ray_args(up)
     distill_cli.add_commands(sub)  # export, train, evaluate
     view_cli.add_view_command(sub)
     for command in [*sub.choices.values(), up]:  # `raydspy collect ... -v` as well as `raydspy -v collect`
@@ -142,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     stop_on_sigterm()
     # The libraries' logs go to the log folder (named once Ray is up), unless --verbose.
-    with route_logs(args.command, verbose=args.verbose, console=common.console, consoles=[common.out]):
+    with route_logs(args.command, verbose=args.verbose, console=common.console, consoles=[common.out]) as route:
         try:
             if args.command == "collect":
                 return _collect(args)
@@ -159,6 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             common.console.print("[yellow]interrupted[/]")
             return 130
+        except Exception as e:  # noqa: BLE001 - any other failure: one line here, the traceback in the logs
+            traceback.print_exc()  # stderr: the log file, or the terminal with -v
+            line = failures.one_line(e, args.command, route.where())
+            common.console.print(f"[bold red]error:[/] {line}", soft_wrap=True, highlight=False)
+            return 1
 
 
 # -- commands ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Rollouts → training sets, in the column layouts TRL's trainers read (conversational format).
 
-Each export reads the *committed* rollout files under a URI with Ray Data (`read_rollouts`),
+Each export reads the *committed* rollout files under a URI (in this process when they are
+small, `raydspy.distill.in_process`; with Ray Data otherwise, `read_rollouts`),
 groups the rows by example (one shuffle; a rollout id committed twice is kept once), turns each
 group into training rows, and writes them as Parquet under an output URI:
 
@@ -41,6 +42,7 @@ from raydspy.core.cards import input_license, write_card
 from raydspy.core.rollouts import ROLLOUT_SCHEMA, first_per_rollout_id
 from raydspy.core.stats import ACCEPT_REWARD
 from raydspy.core.storage import Location, StorageOptions, resolve
+from raydspy.distill import in_process
 from raydspy.distill.cards import export_card
 from raydspy.distill.schemas import (
     DPO_SCHEMA,
@@ -65,6 +67,7 @@ __all__ = [
     "grpo_schema",
     "ExportSummary",
     "read_rollouts",
+    "needs_ray",
     "to_sft",
     "to_dpo",
     "to_grpo",
@@ -110,12 +113,27 @@ def read_rollouts(uri: str, storage: StorageOptions | None = None):
     import ray.data
 
     location = resolve(uri, storage)
+    return ray.data.read_parquet(_committed(location), filesystem=location.filesystem, schema=ROLLOUT_SCHEMA)
+
+
+def needs_ray(rollouts_uri: str, storage: StorageOptions | None = None) -> bool:
+    """Whether an export of ``rollouts_uri`` runs on Ray Data (more than `in_process.MAX_BYTES`
+    committed) rather than in this process: the CLI starts or joins Ray only then.
+
+    Raises:
+        StorageError: ``uri`` cannot be listed, or holds no committed rollouts.
+    """
+    location = resolve(rollouts_uri, storage)
+    return not in_process.fits(location, _committed(location))
+
+
+def _committed(location: Location) -> list[str]:
     files = committed_files(location)
     if not files:
         raise StorageError(
-            f"no committed rollouts under {uri!r} (expected part-*.parquet files from `raydspy collect`)"
+            f"no committed rollouts under {location.uri!r} (expected part-*.parquet files from `raydspy collect`)"
         )
-    return ray.data.read_parquet(files, filesystem=location.filesystem, schema=ROLLOUT_SCHEMA)
+    return files
 
 
 def _per_example(
@@ -153,23 +171,36 @@ def _export(
 ) -> ExportSummary:
     """Read, group by example, ``transform``, write; ``optional`` columns of ``schema`` are
     left out when every row has them null. With ``if_empty``, no rows raise `InputError` with
-    that message, and nothing is written."""
-    ds = read_rollouts(rollouts_uri, storage)
-    rollouts = ds.select_columns(["rollout_id"]).unique("rollout_id")
-    # Few partitions: an example's rollouts are a few KB, and Ray's default (200) would start
-    # hundreds of shuffle tasks for a few thousand rows.
-    partitions = max(1, min(16, len(ds.input_files())))
+    that message, and nothing is written. Small inputs run in this process (`in_process`), the
+    rest on Ray Data."""
+    source = resolve(rollouts_uri, storage)
+    files = _committed(source)
     body = functools.partial(_per_example, transform=transform, schema=schema)
-    out = ds.groupby("example_id", num_partitions=partitions).map_groups(body, batch_format="pyarrow").materialize()
-    out, schema = _drop_absent_tokens(out, schema, optional)
-    rows = out.count()
+    if in_process.fits(source, files):
+        table, schema, rollouts = in_process.export_rows(source, files, body, schema, optional)
+        rows, write = table.num_rows, functools.partial(in_process.write, table)
+    else:
+        import ray.data
+
+        ds = ray.data.read_parquet(files, filesystem=source.filesystem, schema=ROLLOUT_SCHEMA)
+        rollouts = len(ds.select_columns(["rollout_id"]).unique("rollout_id"))
+        # Few partitions: an example's rollouts are a few KB, and Ray's default (200) would start
+        # hundreds of shuffle tasks for a few thousand rows.
+        partitions = max(1, min(16, len(files)))
+        out = ds.groupby("example_id", num_partitions=partitions).map_groups(body, batch_format="pyarrow")
+        out, schema = _drop_absent_tokens(out.materialize(), schema, optional)
+        rows = out.count()
+
+        def write(location: Location) -> None:
+            out.write_parquet(location.path, filesystem=location.filesystem)
+
     if not rows and if_empty:
         raise InputError(if_empty, uri=rollouts_uri)
     location = resolve(output_uri, storage)
     _clear(location)
     if rows:
-        out.write_parquet(location.path, filesystem=location.filesystem)
-    summary = ExportSummary(kind, rows, len(rollouts), output_uri, options)
+        write(location)
+    summary = ExportSummary(kind, rows, rollouts, output_uri, options)
     license_ = input_license(resolve(rollouts_uri, storage))  # what the rollouts' card declares
     card = export_card(
         kind,
