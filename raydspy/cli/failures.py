@@ -8,6 +8,7 @@ execution. The line names the innermost cause (`root_cause`), which is the one a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 __all__ = ["root_cause", "one_line", "RESUME"]
@@ -36,21 +37,35 @@ _LOST = frozenset(
 )
 
 _MAX_CHARS = 400
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: A traceback's "module.Type: message" line (the exception it ends with).
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)\b: .*$", re.MULTILINE)
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= _MAX_CHARS else message[: _MAX_CHARS - 1] + "…"
 
 
 def root_cause(exc: BaseException) -> BaseException:
     """The innermost exception of ``exc``: following ``__cause__``, and the ``cause`` that a
-    `ray.exceptions.RayTaskError` keeps of the exception its task raised."""
+    `ray.exceptions.RayTaskError` keeps of the exception its task raised, down to the last that is
+    not a marker (`_is_marker`)."""
     seen = set()
     while id(exc) not in seen:
         seen.add(id(exc))
         inner = getattr(exc, "cause", None)
         if not isinstance(inner, BaseException):
             inner = exc.__cause__
-        if inner is None:
+        if inner is None or _is_marker(inner):
             return exc
         exc = inner
     return exc
+
+
+def _is_marker(exc: BaseException) -> bool:
+    """Ray Data's ``SystemException``: raised *from* (as the ``__cause__`` of) an error of its
+    own or Ray's code, to mark it; it carries no message, and the error it marks is the cause."""
+    return type(exc).__name__ == "SystemException" and type(exc).__module__.startswith("ray.data")
 
 
 def one_line(exc: BaseException, command: str, logs: Path | None) -> str:
@@ -58,12 +73,17 @@ def one_line(exc: BaseException, command: str, logs: Path | None) -> str:
     traceback). <what the same command again does>."``"""
     cause = root_cause(exc)
     name = type(cause).__name__
-    message = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
-    if len(message) > _MAX_CHARS:
-        message = message[: _MAX_CHARS - 1] + "…"
-    what = f"{name}: {message}" if message else name
-    if name in _LOST:
-        what = f"a Ray worker or node was lost ({what})"
+    text = _ANSI.sub("", str(cause))
+    message = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if getattr(cause, "actor_init_failed", False):
+        # Ray keeps only the text of the error an actor's __init__ raised: its traceback's last
+        # "Type: message" line is that error.
+        raised = [m.group(0) for m in _RAISED.finditer(text)]
+        what = "an actor could not start: " + _cut(raised[-1] if raised else message)
+    elif name in _LOST:
+        what = f"a Ray worker or node was lost ({name}: {_cut(message)})"
+    else:
+        what = f"{name}: {_cut(message)}" if message else name
     where = f"logs: {logs}; " if logs is not None else ""
     resume = RESUME.get(command, "run the same command again")
     return f"{command} failed: {what} ({where}-v shows the traceback). {resume[0].upper()}{resume[1:]}."

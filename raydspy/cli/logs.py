@@ -53,6 +53,9 @@ ACT_ON: tuple[tuple[str, str], ...] = (
     ("ray.data", "may hang forever"),
 )
 
+#: Loggers whose errors stay in the log file: they announce an exception the command then raises.
+_FILE_ONLY_ERRORS = ("ray.data.exceptions",)
+
 #: Where the libraries' `TerminalHandler` listens: the root logger, and the loggers that keep their
 #: own handlers and do not propagate to it: Ray's ("ray", with ``ray.serve`` below it) and Ray
 #: Data's. raydspy's own records have a handler on the "raydspy" logger: Ray Serve LLM empties the
@@ -70,7 +73,8 @@ class Actionable(logging.Filter):
       input rows, a predictor with its own LM, a commit still in flight;
     - errors of any library (rare in the driver, and they come before a failure the user has to
       understand), except records their library marks ``hide`` (Ray Data's full stack traces,
-      which its own console handler hides too);
+      which its own console handler hides too) and Ray Data's announcement of a failed execution
+      (`_FILE_ONLY_ERRORS`: the command's own error line says it);
     - the library warnings listed in `ACT_ON`.
 
     Python warnings (``py.warnings``) stay in the file: raydspy reports through `logging`, and the
@@ -85,7 +89,9 @@ class Actionable(logging.Filter):
         if record.name == "py.warnings":
             return False
         if record.levelno >= logging.ERROR:
-            return True
+            # Ray Data logs a failed execution before raising it; the command's own one-line
+            # error (`raydspy.cli.failures`) reports the failure, with the cause.
+            return not record.name.startswith(_FILE_ONLY_ERRORS)
         message = record.getMessage()
         return any(record.name.startswith(prefix) and words in message for prefix, words in ACT_ON)
 
