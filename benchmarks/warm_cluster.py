@@ -70,7 +70,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="warm-"))
     ray_tmp = Path(tempfile.mkdtemp(prefix="rw-", dir="/tmp"))  # short: Ray's socket paths are bounded
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env |= {"RAY_TMPDIR": str(ray_tmp), "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    # Loopback only, as in tests/ray_head.py: no token auth (Ray turns it on when ~/.ray/auth_token exists).
+    env |= {
+        "RAY_TMPDIR": str(ray_tmp),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PYTHONPATH": str(REPO),
+        "RAY_AUTH_MODE": "disabled",
+    }
     input_csv = _write_input(work / "in.csv", args.rollouts)
     results: dict[str, list[dict]] = {"cold": [], "warm": []}
     # --block in a session of its own: SIGTERM then stops this head and no other Ray (`ray stop`
@@ -89,8 +95,10 @@ def main() -> None:
             time.sleep(0.2)
         with serve_fake_teacher(0.0) as (url, _):
             for i in range(args.rounds):
-                for name, address in (("cold", ["--ray-address", "local", "--num-cpus", str(args.num_cpus)]),
-                                      ("warm", [])):
+                for name, address in (
+                    ("cold", ["--ray-address", "local", "--num-cpus", str(args.num_cpus)]),
+                    ("warm", []),
+                ):
                     row = _round(work, input_csv, url, args.rollouts, env, address)
                     results[name].append(row)
                     print(f"round {i + 1} {name}: {json.dumps(row)}", flush=True)

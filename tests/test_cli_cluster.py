@@ -111,7 +111,7 @@ def test_an_actor_that_could_not_start_is_named_by_the_error_its_init_raised():
     from ray.exceptions import ActorDiedError, RayTaskError
 
     raised = ModuleNotFoundError("No module named 'orders_extras'")
-    text = f"Traceback (most recent call last):\n  File \"w.py\", line 1\nModuleNotFoundError: {raised}"
+    text = f'Traceback (most recent call last):\n  File "w.py", line 1\nModuleNotFoundError: {raised}'
     died = ActorDiedError(RayTaskError("MapWorker.__init__", text, raised))
     line = failures.one_line(died, "collect", None)
     assert line.startswith("collect failed: an actor could not start: ModuleNotFoundError: No module named"), line
