@@ -1,8 +1,8 @@
 """What a command pays to start: on a Ray of its own (cold) against a running cluster (warm).
 
 The real ``raydspy`` commands run as a user runs them, in their own processes: ``collect`` of the
-banking77 program on ``--rollouts`` examples (n=1) against an instant fake teacher, then ``export
-sft`` of those rollouts. Cold, each command gets ``--ray-address local`` and starts its own local
+banking77 program on ``--rollouts`` examples (the task's n=3: three rollouts each) against an
+instant fake teacher, then ``export sft`` of those rollouts. Cold, each command gets ``--ray-address local`` and starts its own local
 Ray; warm, a ``ray start --head`` runs first (its own temp folder, ``RAY_TMPDIR``, so no other Ray
 on this machine sees it) and each command finds it by itself, as it finds any ``ray start`` on its
 machine. The rounds alternate cold and warm, so both see the same machine. Reported (medians, s):
@@ -61,7 +61,7 @@ def _round(work: Path, input_csv: str, url: str, rollouts: int, env: dict, addre
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rollouts", type=int, default=600)
+    parser.add_argument("--rollouts", type=int, default=600, help="examples (n=3 rollouts each)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--num-cpus", type=int, default=8, help="logical CPUs of each Ray, cold and warm")
     parser.add_argument("--out", default=None, help="write the results here as JSON")
