@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 import time
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from ray_head import REPO
@@ -30,6 +31,24 @@ EXCLUDES = [
 ]
 
 
+def submit_collect(client, sample: Path, output: str, *flags: str) -> str:
+    """jobs/collect.py of the banking77 program and rewards on ``sample``, writing ``output``, with
+    ``flags`` after them, as a job on the head of ``client`` (this repository as its working_dir);
+    returns the job id."""
+    entrypoint = [
+        *("python", "jobs/collect.py", "--program", "raydspy.programs.banking77:program"),
+        *("--rewards", "raydspy.programs.banking77:rewards", "--input", str(sample), "--output", output, *flags),
+    ]
+    return client.submit_job(
+        entrypoint=shlex.join(entrypoint),
+        runtime_env={
+            "working_dir": str(REPO),
+            "excludes": EXCLUDES,
+            "env_vars": {"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        },
+    )
+
+
 def _wait_for_job(client, job_id: str, timeout_s: float = 420.0):
     deadline = time.monotonic() + timeout_s
     while True:
@@ -45,35 +64,11 @@ def test_collect_job_through_job_submission_client(ray_head, tmp_path):
     sample = banking77.write_sample(tmp_path / "train.csv", size=8)
     summary = tmp_path / "summary.json"
     client = JobSubmissionClient(ray_head.dashboard_url)
-    entrypoint = shlex.join(
-        [
-            "python",
-            "jobs/collect.py",
-            "--program",
-            "raydspy.programs.banking77:program",
-            "--rewards",
-            "raydspy.programs.banking77:rewards",
-            "--input",
-            str(sample),
-            "--output",
-            str(tmp_path / "out"),
-            "--n",
-            "2",
-            "--batch-size",
-            "4",
-            "--dry-run",
-            "--structured-outputs",
-            "--summary-json",
-            str(summary),
-        ]
-    )
-    job_id = client.submit_job(
-        entrypoint=entrypoint,
-        runtime_env={
-            "working_dir": str(REPO),
-            "excludes": EXCLUDES,
-            "env_vars": {"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
-        },
+    job_id = submit_collect(
+        client,
+        sample,
+        str(tmp_path / "out"),
+        *("--n", "2", "--batch-size", "4", "--dry-run", "--structured-outputs", "--summary-json", str(summary)),
     )
     status = _wait_for_job(client, job_id)
     logs = client.get_job_logs(job_id)

@@ -4,14 +4,13 @@ OpenAI-compatible teacher, and scrapes of the node's /metrics while and after it
 
 from __future__ import annotations
 
-import shlex
 import time
 from pathlib import Path
 
 import requests
 from fake_openai import slow_teacher
 from ray_head import REPO
-from test_jobs import EXCLUDES, _wait_for_job
+from test_jobs import _wait_for_job, submit_collect
 
 from raydspy.programs import banking77
 
@@ -40,39 +39,8 @@ def _samples(text: str, run: str) -> dict[str, float]:
 def submit_collect_job(client, sample: Path, output: str, teacher_url: str) -> str:
     """jobs/collect.py as a job on the head of ``client``: 2 rollouts of each example, one actor with 2
     threads, no cache, against the fake teacher at ``teacher_url`` (tests/test_prometheus.py too)."""
-    entrypoint = [
-        "python",
-        "jobs/collect.py",
-        "--program",
-        "raydspy.programs.banking77:program",
-        "--rewards",
-        "raydspy.programs.banking77:rewards",
-        "--input",
-        str(sample),
-        "--output",
-        output,
-        "--n",
-        "2",
-        "--batch-size",
-        "2",
-        "--actors",
-        "1",
-        "--threads",
-        "2",
-        "--no-cache",
-        "--teacher-url",
-        teacher_url,
-        "--teacher-model",
-        "slow-model",
-    ]
-    return client.submit_job(
-        entrypoint=shlex.join(entrypoint),
-        runtime_env={
-            "working_dir": str(REPO),
-            "excludes": EXCLUDES,
-            "env_vars": {"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
-        },
-    )
+    flags = ["--n", "2", "--batch-size", "2", "--actors", "1", "--threads", "2", "--no-cache"]
+    return submit_collect(client, sample, output, *flags, "--teacher-url", teacher_url, "--teacher-model", "slow-model")
 
 
 def test_run_metrics_reach_the_metrics_endpoint(ray_head, tmp_path):
