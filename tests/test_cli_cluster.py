@@ -10,9 +10,7 @@ with one line, the traceback only in the log file, or on the terminal with ``-v`
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from fake_openai import FakeOpenAI
+from ray_head import _free_ports
+from test_cli_output import _orders_teacher
 
 from raydspy.cli import cluster, failures
 from raydspy.errors import ClusterUnreachableError
@@ -28,9 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _free_ports(1)[0]
 
 
 # -- resolve: which cluster -------------------------------------------------------------------
@@ -118,12 +116,6 @@ def test_an_actor_that_could_not_start_is_named_by_the_error_its_init_raised():
 
 
 # -- the real command ---------------------------------------------------------------------------
-
-
-def _orders_teacher(request, k):
-    if "`reply`" in request["messages"][0]["content"]:
-        return json.dumps({"reply": "Your 2 mugs go to Oslo."})
-    return json.dumps({"city": "Oslo", "quantity": 2, "item": "mugs"})
 
 
 def _collect(output: Path, teacher_url: str, env: dict, *extra: str) -> subprocess.CompletedProcess:

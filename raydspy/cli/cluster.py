@@ -60,22 +60,21 @@ def resolve(flag: str | None, *, temp_dir: str | None = None) -> RayTarget:
     """
     from ray._private.services import find_bootstrap_address  # what ray.init(address=None) reads
 
-    for value, source in ((flag, "--ray-address"), (os.environ.get("RAY_ADDRESS") or None, "$RAY_ADDRESS")):
-        if value is None:
-            continue
-        if value == "local":
-            return RayTarget(None, "local")
-        if value != "auto":
-            return RayTarget(value, source)
-        found = find_bootstrap_address(temp_dir)
-        if found is None:
-            raise ClusterUnreachableError(
-                f"{source} is 'auto' but no `ray start --head` runs on this machine: start one, give "
-                "its address, or leave the flag out to start a local Ray"
-            )
-        return RayTarget(found, "ray start")
+    named = ((flag, "--ray-address"), (os.environ.get("RAY_ADDRESS"), "$RAY_ADDRESS"))
+    asked = next(((value, source) for value, source in named if value), None)
+    if asked is not None and asked[0] == "local":
+        return RayTarget(None, "local")
+    if asked is not None and asked[0] != "auto":
+        return RayTarget(*asked)
     found = find_bootstrap_address(temp_dir)
-    return RayTarget(found, "ray start") if found else RayTarget(None, "local")
+    if found:
+        return RayTarget(found, "ray start")
+    if asked is not None:  # "auto", and nothing to find
+        raise ClusterUnreachableError(
+            f"{asked[1]} is 'auto' but no `ray start --head` runs on this machine: start one, give "
+            "its address, or leave the flag out to start a local Ray"
+        )
+    return RayTarget(None, "local")
 
 
 def connect(flag: str | None, num_cpus: int) -> RayTarget:

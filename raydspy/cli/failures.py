@@ -14,9 +14,10 @@ from pathlib import Path
 __all__ = ["root_cause", "one_line", "RESUME"]
 
 #: What running the same command again does, per command.
+_KEPT = "the rollouts committed so far are kept: run the same command again to do only the rest"
 RESUME = {
-    "collect": "the rollouts committed so far are kept: run the same command again to do only the rest",
-    "demo": "the rollouts committed so far are kept: run the same command again to do only the rest",
+    "collect": _KEPT,
+    "demo": _KEPT,
     "export": "run the same command again: it writes the export anew",
     "train": "run the same command again to train from the start",
     "evaluate": "run the same command again",

@@ -110,10 +110,14 @@ def read_rollouts(uri: str, storage: StorageOptions | None = None):
     Raises:
         StorageError: ``uri`` cannot be listed, or holds no committed rollouts.
     """
+    location = resolve(uri, storage)
+    return _rollouts_dataset(location, _committed(location))
+
+
+def _rollouts_dataset(location: Location, files: list[str]):
     import ray.data
 
-    location = resolve(uri, storage)
-    return ray.data.read_parquet(_committed(location), filesystem=location.filesystem, schema=ROLLOUT_SCHEMA)
+    return ray.data.read_parquet(files, filesystem=location.filesystem, schema=ROLLOUT_SCHEMA)
 
 
 def needs_ray(rollouts_uri: str, storage: StorageOptions | None = None) -> bool:
@@ -180,9 +184,7 @@ def _export(
         table, schema, rollouts = in_process.export_rows(source, files, body, schema, optional)
         rows, write = table.num_rows, functools.partial(in_process.write, table)
     else:
-        import ray.data
-
-        ds = ray.data.read_parquet(files, filesystem=source.filesystem, schema=ROLLOUT_SCHEMA)
+        ds = _rollouts_dataset(source, files)
         rollouts = len(ds.select_columns(["rollout_id"]).unique("rollout_id"))
         # Few partitions: an example's rollouts are a few KB, and Ray's default (200) would start
         # hundreds of shuffle tasks for a few thousand rows.
@@ -201,7 +203,7 @@ def _export(
     if rows:
         write(location)
     summary = ExportSummary(kind, rows, rollouts, output_uri, options)
-    license_ = input_license(resolve(rollouts_uri, storage))  # what the rollouts' card declares
+    license_ = input_license(source)  # what the rollouts' card declares
     card = export_card(
         kind,
         rows=rows,
